@@ -1,0 +1,195 @@
+"""Small shared blocks every architecture here is built from (imported, never copied).
+
+Masks follow one convention everywhere: a bool tensor (B, T) that is True on real
+positions. Attention never attends to a False key, so padded positions cannot leak.
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from models.base import masked_mean
+
+__all__ = [
+    "FeedForward",
+    "Attention",
+    "TransformerBlock",
+    "CrossBlock",
+    "SequenceEncoder",
+    "masked_mean",
+    "prepend_mask",
+]
+
+
+class FeedForward(nn.Module):
+    """Linear → GELU → dropout → Linear."""
+
+    def __init__(self, dim: int, hidden: int, *, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Attention(nn.Module):
+    """Multi-head attention; self-attention by default, cross-attention with ``context``.
+
+    ``key_mask`` (B, S) True on keys that may be attended to. A query row whose keys are
+    all masked attends to nothing and returns zeros (no NaN).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        heads: int = 8,
+        dim_head: int | None = None,
+        context_dim: int | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        dim_head = dim_head or dim // heads
+        inner = heads * dim_head
+        self.heads = heads
+        self.scale = dim_head**-0.5
+        self.to_q = nn.Linear(dim, inner)
+        self.to_kv = nn.Linear(context_dim or dim, inner * 2)
+        self.to_out = nn.Linear(inner, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        key_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        context = x if context is None else context
+        q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)  # (B, H, N, d)
+        k, v = self.to_kv(context).chunk(2, dim=-1)
+        k = rearrange(k, "b s (h d) -> b h s d", h=self.heads)  # (B, H, S, d)
+        v = rearrange(v, "b s (h d) -> b h s d", h=self.heads)
+        scores = torch.einsum("bhnd,bhsd->bhns", q, k) * self.scale  # (B, H, N, S)
+        if key_mask is not None:
+            keep = key_mask[:, None, None, :]  # (B, 1, 1, S)
+            scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
+            attn = scores.softmax(dim=-1) * keep  # rows with no valid key become all-zero
+        else:
+            attn = scores.softmax(dim=-1)
+        out = torch.einsum("bhns,bhsd->bhnd", self.dropout(attn), v)
+        return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
+
+
+class TransformerBlock(nn.Module):
+    """Self-attention + feed-forward, post-norm (as BERT and the papers) or pre-norm."""
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        heads: int = 8,
+        ff_dim: int | None = None,
+        dropout: float = 0.1,
+        pre_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        self.attn = Attention(dim, heads=heads, dropout=dropout)
+        self.ff = FeedForward(dim, ff_dim or 4 * dim, dropout=dropout)
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.drop = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.pre_norm:
+            h = self.norm1(x)
+            x = x + self.drop(self.attn(h, key_mask=mask))
+            return x + self.drop(self.ff(self.norm2(x)))
+        x = self.norm1(x + self.drop(self.attn(x, key_mask=mask)))
+        return self.norm2(x + self.drop(self.ff(x)))
+
+
+class CrossBlock(nn.Module):
+    """Queries attend to a context (masked), then feed-forward; post-norm residuals."""
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        context_dim: int | None = None,
+        heads: int = 8,
+        dim_head: int | None = None,
+        ff_dim: int | None = None,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.attn = Attention(
+            dim, heads=heads, dim_head=dim_head, context_dim=context_dim, dropout=dropout
+        )
+        self.ff = FeedForward(dim, ff_dim or 4 * dim, dropout=dropout)
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x = self.norm1(x + self.drop(self.attn(x, context, key_mask=context_mask)))
+        return self.norm2(x + self.drop(self.ff(x)))
+
+
+def prepend_mask(mask: torch.Tensor, n: int = 1) -> torch.Tensor:
+    """Mask (B, T) → (B, n + T) with ``n`` always-valid positions (CLS tokens) in front."""
+    ones = torch.ones(mask.shape[0], n, dtype=torch.bool, device=mask.device)
+    return torch.cat([ones, mask], dim=1)
+
+
+class SequenceEncoder(nn.Module):
+    """Linear to ``dim``, a learnable CLS in front, learned positions, Transformer layers.
+
+    Positions are sized from the data (``max_len``), never hard-coded per dataset.
+    Returns the sequence (B, 1 + T, dim) and its mask (B, 1 + T).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        dim: int,
+        *,
+        max_len: int,
+        layers: int = 2,
+        heads: int = 8,
+        ff_dim: int | None = None,
+        dropout: float = 0.1,
+        pre_norm: bool = False,
+        final_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        self.proj = nn.Linear(in_dim, dim)
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos = nn.Parameter(torch.zeros(1, max_len + 1, dim))
+        nn.init.trunc_normal_(self.cls, std=0.02)
+        nn.init.trunc_normal_(self.pos, std=0.02)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(dim, heads=heads, ff_dim=ff_dim, dropout=dropout, pre_norm=pre_norm)
+            for _ in range(layers)
+        )
+        self.norm = nn.LayerNorm(dim) if final_norm else nn.Identity()
+        self.drop = nn.Dropout(dropout)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        b, t, _ = x.shape
+        assert t + 1 <= self.pos.shape[1], f"sequence of {t} frames > max_len {self.pos.shape[1] - 1}"
+        h = self.proj(x)  # (B, T, dim)
+        h = torch.cat([self.cls.expand(b, -1, -1), h], dim=1) + self.pos[:, : t + 1]
+        h = self.drop(h)
+        full_mask = prepend_mask(mask)
+        for block in self.blocks:
+            h = block(h, full_mask)
+        return self.norm(h), full_mask

@@ -1,0 +1,212 @@
+"""params.yaml: typed, frozen and validated on load.
+
+Every stage reads its knobs from here. A wrong type or an unknown key stops the run with a
+message that names the dotted key (``extract.audio.sample_rate: ...``), never deep inside a
+stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class ParamsError(ValueError):
+    """A params file that does not match the schema; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class DatasetParams(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    source: Literal["raw"] = "raw"
+    root: Path
+    layout: Literal["mmsa"] = "mmsa"
+    task: Literal["regression", "classification"] = "regression"
+    label_range: tuple[float, float] = (-3.0, 3.0)
+
+    @field_validator("label_range")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] >= v[1]:
+            raise ValueError(f"expected [low, high] with low < high, got {list(v)}")
+        return v
+
+
+class DemoNoise(_Section):
+    text: float = Field(ge=0)
+    audio: float = Field(ge=0)
+    vision: float = Field(ge=0)
+
+
+class DemoParams(_Section):
+    n_clips: int = Field(ge=6)
+    n_speakers: int = Field(ge=1, le=8)
+    split: tuple[float, float, float]
+    clips_per_video: int = Field(ge=1)
+    fps: int = Field(ge=1, le=60)
+    size: int = Field(ge=32, le=1024)
+    noise: DemoNoise
+    neutral_text: float = Field(ge=0, le=1)
+    hidden_face: float = Field(ge=0, le=1)
+
+    @field_validator("split")
+    @classmethod
+    def _sums_to_one(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(x <= 0 for x in v) or abs(sum(v) - 1.0) > 1e-6:
+            raise ValueError(f"expected three positive fractions summing to 1, got {list(v)}")
+        return v
+
+
+class IngestParams(_Section):
+    min_duration: float = Field(ge=0)
+
+
+class AudioParams(_Section):
+    feature_set: Literal["librosa"] = "librosa"
+    sample_rate: int = Field(ge=4000, le=96000)
+    hop_seconds: float = Field(gt=0, le=1)
+
+
+class VisionParams(_Section):
+    feature_set: Literal["facemesh"] = "facemesh"
+    fps: float = Field(gt=0, le=60)
+    max_side: int = Field(ge=64)
+
+
+class TextParams(_Section):
+    tokenizer: str
+    encoder: str
+    max_tokens: int = Field(ge=4, le=512)
+
+
+class ExtractParams(_Section):
+    workers: int = Field(ge=1)
+    fail_fast: bool
+    max_failed_fraction: float = Field(ge=0, le=1)
+    audio: AudioParams
+    vision: VisionParams
+    text: TextParams
+
+
+class SeqLen(_Section):
+    words: int = Field(ge=1)
+    audio: int = Field(ge=1)
+    vision: int = Field(ge=1)
+
+
+class CacheParams(_Section):
+    variants: tuple[Literal["unaligned", "aligned"], ...]
+    seq_len: SeqLen
+    normalize: bool
+
+    @field_validator("variants")
+    @classmethod
+    def _non_empty(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"expected a non-empty list of distinct variants, got {list(v)}")
+        return v
+
+
+class TrainParams(_Section):
+    models: tuple[str, ...]
+    seeds: tuple[int, ...]
+    max_epochs: int = Field(ge=1)
+    patience: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    num_workers: int = Field(ge=0)
+
+    @field_validator("models", "seeds")
+    @classmethod
+    def _non_empty(cls, v: tuple) -> tuple:
+        if not v:
+            raise ValueError("expected a non-empty list")
+        return v
+
+
+class EvaluateParams(_Section):
+    splits: tuple[Literal["train", "valid", "test"], ...]
+    plot: bool
+
+
+class Params(_Section):
+    seed: int
+    dataset: DatasetParams
+    demo: DemoParams
+    ingest: IngestParams
+    extract: ExtractParams
+    cache: CacheParams
+    train: TrainParams
+    models: dict[str, dict[str, Any]]
+    evaluate: EvaluateParams
+
+    @model_validator(mode="after")
+    def _models_configured(self) -> Params:
+        missing = [m for m in self.train.models if m not in self.models]
+        if missing:
+            raise ValueError(f"train.models names {missing} but models has no section for them")
+        return self
+
+    def model_params(self, name: str) -> dict[str, Any]:
+        """The raw hyper-parameter dict of one model (validated by its config class)."""
+        return dict(self.models[name])
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid params"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        got = e.get("input")
+        got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        elif e["type"] == "missing":
+            lines.append(f"  {key}: required key is missing")
+        else:
+            lines.append(f"  {key}: {e['msg']}{got_s}")
+    return "\n".join(lines)
+
+
+def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
+    """Validate a params mapping; raise ParamsError naming every bad key."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError(_format_error(err, source)) from None
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | None = None) -> Params:
+    """Read, override (dotted keys) and validate a params file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    for key, value in (overrides or {}).items():
+        set_dotted(raw, key, value)
+    return parse_params(raw, str(path))
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``a.b.c`` in a nested dict, creating no new sections silently."""
+    parts = key.split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        if not isinstance(node.get(part), dict):
+            raise ParamsError(f"override {key}: {'.'.join(parts[: i + 1])} is not a section")
+        node = node[part]
+    node[parts[-1]] = value

@@ -1,0 +1,65 @@
+"""Every artifact path of the pipeline, declared once.
+
+`dvc.yaml` spells the same layout with ``${dataset.name}``; tests check the two agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from msaflow.params import Params
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where each stage reads and writes, for one dataset, relative to the repo root."""
+
+    dataset: str
+    raw_root: Path
+    base: Path = Path(".")
+
+    @classmethod
+    def from_params(cls, params: Params, base: Path | str = ".") -> Paths:
+        return cls(dataset=params.dataset.name, raw_root=Path(params.dataset.root), base=Path(base))
+
+    @property
+    def interim(self) -> Path:
+        return self.base / "data" / "interim" / self.dataset
+
+    @property
+    def manifest(self) -> Path:
+        return self.interim / "manifest.csv"
+
+    @property
+    def ingest_errors(self) -> Path:
+        return self.interim / "ingest_errors.csv"
+
+    @property
+    def csd_dir(self) -> Path:
+        return self.interim / "csd"
+
+    @property
+    def extract_cache(self) -> Path:
+        return self.interim / "extract_cache"
+
+    @property
+    def extract_errors(self) -> Path:
+        return self.interim / "extract_errors.csv"
+
+    @property
+    def processed(self) -> Path:
+        return self.base / "data" / "processed" / self.dataset
+
+    def h5(self, variant: str) -> Path:
+        return self.processed / f"{variant}.h5"
+
+    def checkpoints(self, model: str) -> Path:
+        return self.base / "data" / "checkpoints" / self.dataset / model
+
+    @property
+    def reports(self) -> Path:
+        return self.base / "reports" / self.dataset
+
+    def report(self, model: str) -> Path:
+        return self.reports / model

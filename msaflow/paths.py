@@ -24,6 +24,11 @@ class Paths:
         return cls(dataset=params.dataset.name, raw_root=Path(params.dataset.root), base=Path(base))
 
     @property
+    def demo_root(self) -> Path:
+        """The demo stage always writes here; ``dataset.root`` points here for the demo."""
+        return self.base / "data" / "raw" / "demo"
+
+    @property
     def interim(self) -> Path:
         return self.base / "data" / "interim" / self.dataset
 
@@ -63,3 +68,8 @@ class Paths:
 
     def report(self, model: str) -> Path:
         return self.reports / model
+
+    @property
+    def summary(self) -> Path:
+        """Cross-model table; beside, not inside, reports/<dataset>/ (which it depends on)."""
+        return self.base / "reports" / f"summary_{self.dataset}.md"

@@ -1,0 +1,45 @@
+# One command to reproduce (`make demo`), one to test (`make test`); both set up .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+ACTIVATE := source $(BIN)/activate
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test lint run ui bench clean-demo
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the pinned, tested dependency set
+
+demo: install ## run the whole DAG (`dvc repro`) on the built-in demo corpus, print metrics
+	@start=$$(date +%s); \
+	$(ACTIVATE) && msaflow repro && \
+	echo && cat reports/summary_demo.md && \
+	echo "make demo: $$(( $$(date +%s) - start )) s"
+
+test: install ## ruff + the whole test suite (CPU)
+	$(ACTIVATE) && ruff check . && pytest -q
+
+lint: install ## ruff only
+	$(ACTIVATE) && ruff check .
+
+run: install ## the whole DAG as one Prefect flow run (`python -m flows.pipeline`)
+	$(ACTIVATE) && python -m flows.pipeline
+
+ui: install ## start a Prefect server with its UI on http://127.0.0.1:4200
+	$(ACTIVATE) && prefect server start --host 127.0.0.1 --port 4200
+
+bench: install ## run every benchmark in benchmarks/ (prints figures and ratios)
+	$(ACTIVATE) && for b in benchmarks/bench_*.py; do echo "== $$b"; python $$b; done
+
+clean-demo: ## remove the demo's generated data and reports (DVC can rebuild them)
+	rm -rf data/raw/demo data/interim/demo data/processed/demo data/checkpoints/demo reports/demo reports/summary_demo.md

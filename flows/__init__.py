@@ -1,0 +1,1 @@
+"""Prefect flows: one per stage, plus the whole pipeline. Thin: wiring only."""

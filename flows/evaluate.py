@@ -1,0 +1,43 @@
+"""Stage `evaluate`: metrics, predictions and plots of one model; the cross-model report."""
+
+from __future__ import annotations
+
+import sys
+
+from prefect import flow, task
+
+from flows.common import load, publish_markdown
+from tasks import evaluate
+
+
+@task(name="evaluate-model")
+def evaluate_task(params_path: str, model: str) -> dict:
+    """Score every seed's checkpoint on the valid and test splits."""
+    params, paths = load(params_path)
+    return evaluate.evaluate_model(params, paths, model)
+
+
+@task(name="summarize-models")
+def summarize_task(params_path: str) -> str:
+    """The markdown table across every evaluated model."""
+    params, paths = load(params_path)
+    return evaluate.summarize(params, paths)
+
+
+@flow(name="evaluate", flow_run_name="evaluate-{model}", log_prints=True)
+def evaluate_flow(model: str, params_path: str = "params.yaml") -> dict:
+    """Write reports/<dataset>/<model>/{metrics.json,predictions.csv,pred_vs_true.png}."""
+    return evaluate_task(params_path, model)
+
+
+@flow(name="report", log_prints=True)
+def report_flow(params_path: str = "params.yaml") -> str:
+    """Write reports/<dataset>/summary.md and publish it as a Prefect artifact."""
+    table = summarize_task(params_path)
+    publish_markdown("metrics-summary", table, description="Test metrics per model")
+    print(table)
+    return table
+
+
+if __name__ == "__main__":
+    evaluate_flow(sys.argv[1])

@@ -1,0 +1,124 @@
+"""`msaflow`: one command, a subcommand per stage (each runs that stage's Prefect flow).
+
+    msaflow demo | ingest | extract | cache       data stages
+    msaflow train MODEL | evaluate MODEL | report model stages
+    msaflow run                                   the whole DAG as one Prefect flow run
+    msaflow repro [DVC ARGS...]                   `dvc repro` with one shared Prefect server
+    msaflow check                                 validate params.yaml and exit
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from msaflow.params import ParamsError, load_params
+
+
+def _stage(name: str, args: argparse.Namespace) -> object:
+    # Flows are imported lazily: `msaflow check` and `--help` stay instant.
+    if name == "demo":
+        from flows.demo import demo_flow
+
+        return demo_flow(args.params)
+    if name == "ingest":
+        from flows.ingest import ingest_flow
+
+        return ingest_flow(args.params)
+    if name == "extract":
+        from flows.extract import run
+
+        return run(args.params)
+    if name == "cache":
+        from flows.cache import cache_flow
+
+        return cache_flow(args.params)
+    if name == "train":
+        from flows.train import train_flow
+
+        return train_flow(args.model, args.params)
+    if name == "evaluate":
+        from flows.evaluate import evaluate_flow
+
+        return evaluate_flow(args.model, args.params)
+    if name == "report":
+        from flows.evaluate import report_flow
+
+        return report_flow(args.params)
+    if name == "run":
+        from flows.pipeline import pipeline
+
+        return pipeline(args.params, record=not args.no_record)
+    raise AssertionError(name)
+
+
+def repro(dvc_args: list[str]) -> int:
+    """Run `dvc repro` with one Prefect server shared by every stage it runs."""
+    from flows.common import prefect_server
+
+    dvc = shutil.which("dvc")
+    if dvc is None:
+        print("msaflow repro: `dvc` not found on PATH (activate the venv: . .venv/bin/activate)")
+        return 2
+    start = time.perf_counter()
+    with prefect_server():
+        code = subprocess.run([dvc, "repro", *dvc_args], env=os.environ.copy()).returncode
+    print(f"dvc repro finished in {time.perf_counter() - start:.1f} s (exit {code})")
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(prog="msaflow", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml", help="params file (params.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in [
+        ("demo", "generate the demo corpus"),
+        ("ingest", "raw dataset → manifest"),
+        ("extract", "features per clip → .csd"),
+        ("cache", ".csd → HDF5 tensors (aligned / unaligned)"),
+        ("report", "summary table across models"),
+        ("check", "validate params and exit"),
+    ]:
+        sub.add_parser(name, help=text)
+    for name, text in [("train", "train one model (all seeds)"), ("evaluate", "evaluate one model")]:
+        p = sub.add_parser(name, help=text)
+        p.add_argument("model")
+    p = sub.add_parser("run", help="the whole DAG as one Prefect flow run")
+    p.add_argument("--no-record", action="store_true", help="do not `dvc commit` at the end")
+    p = sub.add_parser("repro", help="`dvc repro` with one shared Prefect server")
+    p.add_argument("dvc_args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `msaflow` console command."""
+    args = build_parser().parse_args(argv)
+    try:
+        params = load_params(args.params)
+        if args.command == "check":
+            print(f"{args.params}: valid (dataset {params.dataset.name}, models "
+                  f"{', '.join(params.train.models)})")
+            return 0
+        if args.command in ("train", "evaluate") and args.model not in params.models:
+            raise ParamsError(f"{args.params}: models.{args.model}: no such model section")
+        if args.command == "repro":
+            return repro(args.dvc_args)
+        _stage(args.command, args)
+    except ParamsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # a stage failed: one readable line; the flow log has the rest
+        if os.environ.get("MSAFLOW_DEBUG"):
+            raise
+        print(f"error: {args.command} failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""params.yaml validation: every bad key is named."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from msaflow.params import ParamsError, load_params, parse_params, set_dotted
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def raw() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_repo_params_are_valid() -> None:
+    params = load_params(ROOT / "params.yaml")
+    assert params.dataset.name == "demo"
+    assert set(params.train.models) <= set(params.models)
+
+
+def test_params_are_frozen(raw: dict) -> None:
+    params = parse_params(raw)
+    with pytest.raises(Exception):
+        params.seed = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "needle"),
+    [
+        ("extract.audio.sample_rate", "fast", "extract.audio.sample_rate"),
+        ("train.batch_size", 0, "train.batch_size"),
+        ("demo.split", [0.5, 0.5, 0.5], "demo.split"),
+        ("dataset.task", "ranking", "dataset.task"),
+        ("dataset.label_range", [3, -3], "dataset.label_range"),
+        ("cache.variants", [], "cache.variants"),
+        ("train.models", ["nope"], "nope"),
+    ],
+)
+def test_bad_values_name_the_key(raw: dict, key: str, value: object, needle: str) -> None:
+    set_dotted(raw, key, value)
+    with pytest.raises(ParamsError, match=needle.replace(".", r"\.")):
+        parse_params(raw)
+
+
+def test_unknown_key_is_named(raw: dict) -> None:
+    raw["extract"]["audio"]["sampel_rate"] = 16000
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw)
+    assert "extract.audio.sampel_rate: unknown key" in str(err.value)
+
+
+def test_missing_key_is_named(raw: dict) -> None:
+    bad = copy.deepcopy(raw)
+    del bad["train"]["seeds"]
+    with pytest.raises(ParamsError, match=r"train\.seeds: required key is missing"):
+        parse_params(bad)
+
+
+def test_override_and_missing_file(tmp_path: Path) -> None:
+    params = load_params(ROOT / "params.yaml", overrides={"train.max_epochs": 3})
+    assert params.train.max_epochs == 3
+    with pytest.raises(ParamsError, match="not a section"):
+        load_params(ROOT / "params.yaml", overrides={"seed.x": 1})
+    with pytest.raises(ParamsError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)

@@ -29,9 +29,7 @@ def pipeline(params_path: str = "params.yaml", record: bool = True) -> str:
     if paths.raw_root.resolve() == paths.demo_root.resolve():
         demo_flow(params_path)
     ingest_flow(params_path)
-    extract_flow.with_options(
-        task_runner=_thread_runner(params.extract.workers)
-    )(params_path)
+    extract_flow.with_options(task_runner=_thread_runner(params.extract.workers))(params_path)
     cache_flow(params_path)
     for model in params.train.models:
         train_flow(model, params_path)

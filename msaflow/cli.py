@@ -1,10 +1,10 @@
 """`msaflow`: one command, a subcommand per stage (each runs that stage's Prefect flow).
 
-    msaflow demo | ingest | extract | cache       data stages
-    msaflow train MODEL | evaluate MODEL | report model stages
-    msaflow run                                   the whole DAG as one Prefect flow run
-    msaflow repro [DVC ARGS...]                   `dvc repro` with one shared Prefect server
-    msaflow check                                 validate params.yaml and exit
+msaflow demo | ingest | extract | cache       data stages
+msaflow train MODEL | evaluate MODEL | report model stages
+msaflow run                                   the whole DAG as one Prefect flow run
+msaflow repro [DVC ARGS...]                   `dvc repro` with one shared Prefect server
+msaflow check                                 validate params.yaml and exit
 """
 
 from __future__ import annotations
@@ -85,7 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
         ("check", "validate params and exit"),
     ]:
         sub.add_parser(name, help=text)
-    for name, text in [("train", "train one model (all seeds)"), ("evaluate", "evaluate one model")]:
+    for name, text in [
+        ("train", "train one model (all seeds)"),
+        ("evaluate", "evaluate one model"),
+    ]:
         p = sub.add_parser(name, help=text)
         p.add_argument("model")
     p = sub.add_parser("run", help="the whole DAG as one Prefect flow run")
@@ -101,8 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = load_params(args.params)
         if args.command == "check":
-            print(f"{args.params}: valid (dataset {params.dataset.name}, models "
-                  f"{', '.join(params.train.models)})")
+            print(
+                f"{args.params}: valid (dataset {params.dataset.name}, models "
+                f"{', '.join(params.train.models)})"
+            )
             return 0
         if args.command in ("train", "evaluate") and args.model not in params.models:
             raise ParamsError(f"{args.params}: models.{args.model}: no such model section")

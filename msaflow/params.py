@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -66,7 +73,20 @@ class DemoParams(_Section):
 
 
 class IngestParams(_Section):
-    min_duration: float = Field(ge=0)
+    on_duplicate: Literal["drop", "fail"] = "drop"
+    fail_fast: bool = False
+    encoding: str = "utf-8"
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_codec(cls, v: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {v!r}") from None
+        return v
 
 
 class AudioParams(_Section):
@@ -180,14 +200,18 @@ def _format_error(err: ValidationError, source: str) -> str:
 def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
     """Validate a params mapping; raise ParamsError naming every bad key."""
     if not isinstance(raw, dict):
-        raise ParamsError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+        raise ParamsError(
+            f"{source}: expected a mapping at the top level, got {type(raw).__name__}"
+        )
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
         raise ParamsError(_format_error(err, source)) from None
 
 
-def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | None = None) -> Params:
+def load_params(
+    path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | None = None
+) -> Params:
     """Read, override (dotted keys) and validate a params file."""
     path = Path(path)
     if not path.is_file():

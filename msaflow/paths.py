@@ -21,7 +21,9 @@ class Paths:
 
     @classmethod
     def from_params(cls, params: Params, base: Path | str = ".") -> Paths:
-        return cls(dataset=params.dataset.name, raw_root=Path(params.dataset.root), base=Path(base))
+        return cls(
+            dataset=params.dataset.name, raw_root=Path(params.dataset.root), base=Path(base)
+        )
 
     @property
     def demo_root(self) -> Path:

@@ -29,7 +29,9 @@ def test_dvc_outputs_match_paths() -> None:
     assert _outs(stages["demo"]) == {str(paths.demo_root)}
     assert _outs(stages["ingest"]) == {str(paths.manifest), str(paths.ingest_errors)}
     assert _outs(stages["extract"]) == {
-        str(paths.csd_dir), str(paths.extract_errors), str(paths.extract_cache)
+        str(paths.csd_dir),
+        str(paths.extract_errors),
+        str(paths.extract_cache),
     }
     assert _outs(stages["cache"]) == {str(paths.processed)}
     model = "late_fusion"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from msaflow.params import ParamsError, load_params, parse_params, set_dotted
 
@@ -26,7 +27,7 @@ def test_repo_params_are_valid() -> None:
 
 def test_params_are_frozen(raw: dict) -> None:
     params = parse_params(raw)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         params.seed = 3  # type: ignore[misc]
 
 

@@ -32,7 +32,7 @@ def evaluate_flow(model: str, params_path: str = "params.yaml") -> dict:
 
 @flow(name="report", log_prints=True)
 def report_flow(params_path: str = "params.yaml") -> str:
-    """Write reports/<dataset>/summary.md and publish it as a Prefect artifact."""
+    """Write reports/summary_<dataset>.md and publish it as a Prefect artifact."""
     table = summarize_task(params_path)
     publish_markdown("metrics-summary", table, description="Test metrics per model")
     print(table)

@@ -185,7 +185,8 @@ class SequenceEncoder(nn.Module):
         self, x: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         b, t, _ = x.shape
-        assert t + 1 <= self.pos.shape[1], f"sequence of {t} frames > max_len {self.pos.shape[1] - 1}"
+        max_len = self.pos.shape[1] - 1
+        assert t <= max_len, f"sequence of {t} frames > max_len {max_len}"
         h = self.proj(x)  # (B, T, dim)
         h = torch.cat([self.cls.expand(b, -1, -1), h], dim=1) + self.pos[:, : t + 1]
         h = self.drop(h)

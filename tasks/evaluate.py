@@ -1,0 +1,271 @@
+"""Stage `evaluate`: every seed's checkpoint scored on valid/test (docs/contracts.md).
+
+Writes ``reports/<ds>/<model>/metrics.json`` (mean over seeds with ``<metric>_std``),
+``predictions.csv`` and ``pred_vs_true.png`` (a confusion matrix for classification);
+``summarize`` tabulates every evaluated model into ``reports/summary_<ds>.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from models.base import MSAModel
+from msaflow.io import atomic_path, write_json_atomic, write_text_atomic
+from msaflow.params import Params
+from msaflow.paths import Paths
+from tasks.dataset import H5Dataset, collate
+from tasks.metrics import scheme_for
+from tasks.train import compute_metrics, load_checkpoint, resolve_accelerator
+
+EVAL_BATCH = 64
+# Summary columns per kind of metrics.json: (split, metric, header).
+SUMMARY_COLUMNS = {
+    "mosi": [
+        ("test", "MAE", "MAE ↓"),
+        ("test", "Corr", "Corr"),
+        ("test", "Has0_acc_2", "Has0 Acc2"),
+        ("test", "Has0_F1_score", "Has0 F1"),
+        ("test", "Non0_acc_2", "Non0 Acc2"),
+        ("test", "Non0_F1_score", "Non0 F1"),
+        ("test", "Mult_acc_7", "Acc7"),
+        ("valid", "MAE", "valid MAE"),
+    ],
+    "sims": [
+        ("test", "MAE", "MAE ↓"),
+        ("test", "Corr", "Corr"),
+        ("test", "Mult_acc_2", "Acc2"),
+        ("test", "Mult_acc_3", "Acc3"),
+        ("test", "Mult_acc_5", "Acc5"),
+        ("test", "F1_score", "F1"),
+        ("valid", "MAE", "valid MAE"),
+    ],
+    "classification": [
+        ("test", "Acc", "WA (Acc)"),
+        ("test", "UA", "UA"),
+        ("test", "F1_weighted", "F1 weighted"),
+        ("test", "F1_macro", "F1 macro"),
+        ("test", "AUC_macro", "AUC macro"),
+        ("valid", "F1_weighted", "valid F1 weighted"),
+    ],
+}
+
+
+@torch.no_grad()
+def predict(
+    model: MSAModel, dataset: H5Dataset, device: str = "cpu"
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Eval-mode predictions of a split: (clip ids, targets, (N,) preds or (N, C) logits)."""
+    model.eval().to(device)
+    ids: list[str] = []
+    targets, preds = [], []
+    classification = model.spec.task == "classification"
+    loader = DataLoader(dataset, batch_size=EVAL_BATCH, shuffle=False, collate_fn=collate)
+    for batch in loader:
+        ids.extend(batch["id"])
+        tensors = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        out = model(tensors)["pred"].float().cpu()
+        preds.append(out)
+        targets.append(batch["label_class"] if classification else batch["label"])
+    if not ids:
+        width = (0, model.spec.num_classes) if classification else (0,)
+        return ids, np.zeros(0), np.zeros(width)
+    return ids, torch.cat(targets).numpy(), torch.cat(preds).numpy()
+
+
+def _mean_std(per_seed: list[dict[str, float]]) -> dict[str, float | None]:
+    """Mean over seeds with ``<metric>_std`` (sample std; 0 for one seed); NaN → null."""
+    out: dict[str, float | None] = {}
+    for key in per_seed[0]:
+        values = np.array([m[key] for m in per_seed if key in m], dtype=np.float64)
+        mean = float(values.mean())
+        std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        out[key] = None if math.isnan(mean) else mean
+        out[f"{key}_std"] = None if math.isnan(std) else std
+    return out
+
+
+def _class_names(ckpt: dict[str, Any]) -> list[str]:
+    spec = ckpt["spec"]
+    names = list(spec.get("extra", {}).get("class_names") or [])
+    if len(names) != spec["num_classes"]:
+        names = [f"class{c}" for c in range(spec["num_classes"])]
+    return names
+
+
+def evaluate_model(params: Params, paths: Paths, model_name: str) -> dict[str, Any]:
+    """Score every seed of ``model_name`` on ``evaluate.splits``; write the model's reports."""
+    seeds = list(params.train.seeds)
+    ckpts = [paths.checkpoints(model_name) / f"seed{s}.ckpt" for s in seeds]
+    missing = [str(p) for p in ckpts if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{model_name}: checkpoint(s) missing {missing}; run `train`")
+    device = "cuda" if resolve_accelerator(params.train.accelerator) == "gpu" else "cpu"
+    scheme = scheme_for(tuple(params.dataset.label_range))
+    splits = list(params.evaluate.splits)
+    per_split: dict[str, list[dict[str, float]]] = {s: [] for s in splits}
+    rows: list[pd.DataFrame] = []
+    task = "regression"
+    class_names: list[str] = []
+    for seed, path in zip(seeds, ckpts, strict=True):
+        model, ckpt = load_checkpoint(path)
+        task = model.spec.task
+        class_names = _class_names(ckpt)
+        h5 = paths.h5(ckpt["variant"])
+        # The normalisation the model was trained with, whatever params say now.
+        normalize = bool(ckpt["params"]["cache"]["normalize"])
+        for split in splits:
+            ids, y, out = predict(model, H5Dataset(h5, split, normalize=normalize), device)
+            if not ids:
+                raise ValueError(f"{h5}: split {split!r} is empty; nothing to evaluate")
+            per_split[split].append(compute_metrics(task, scheme, class_names, y, out))
+            frame = pd.DataFrame({"split": split, "clip_id": ids, "seed": seed, "y_true": y})
+            if task == "regression":
+                frame["y_pred"] = out
+            else:
+                probs = torch.softmax(torch.from_numpy(out), dim=1).numpy()
+                frame["y_pred"] = probs.argmax(1)
+                for c, name in enumerate(class_names):
+                    frame[f"prob_{name}"] = probs[:, c]
+            rows.append(frame)
+
+    report = paths.report(model_name)
+    metrics: dict[str, Any] = {s: _mean_std(per_split[s]) for s in splits}
+    metrics["seeds"] = len(seeds)
+    write_json_atomic(report / "metrics.json", metrics)
+    predictions = pd.concat(rows, ignore_index=True)
+    with atomic_path(report / "predictions.csv") as tmp:
+        predictions.to_csv(tmp, index=False, float_format="%.6g")
+    plot_path = report / "pred_vs_true.png"
+    if params.evaluate.plot:
+        plot_split = "test" if "test" in splits else splits[-1]
+        shown = predictions[predictions["split"] == plot_split]
+        title = f"{model_name} · {plot_split} · {len(seeds)} seed(s)"
+        if task == "regression":
+            _scatter(shown, metrics[plot_split], title, plot_path)
+        else:
+            _confusion(shown, class_names, metrics[plot_split], title, plot_path)
+    headline = _headline(task, scheme)
+    summary = {"model": model_name, "seeds": len(seeds), "task": task}
+    for split in splits:
+        for key in headline:
+            summary[f"{split}_{key}"] = metrics[split].get(key)
+    print(f"[{model_name}] " + ", ".join(f"{k} {_fmt(v)}" for k, v in summary.items()))
+    return summary
+
+
+def _headline(task: str, scheme: str) -> list[str]:
+    if task == "classification":
+        return ["Acc", "UA", "F1_weighted"]
+    return (
+        ["MAE", "Corr", "Has0_acc_2", "Mult_acc_7"]
+        if scheme == "mosi"
+        else ["MAE", "Corr", "Mult_acc_2", "Mult_acc_5"]
+    )
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _scatter(frame: pd.DataFrame, metrics: dict[str, Any], title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: stages run without a display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    for seed, group in frame.groupby("seed"):
+        ax.scatter(group["y_true"], group["y_pred"], s=14, alpha=0.6, label=f"seed {seed}")
+    values = np.concatenate([frame["y_true"].to_numpy(), frame["y_pred"].to_numpy()])
+    lo, hi = float(values.min()), float(values.max())
+    ax.plot([lo, hi], [lo, hi], color="black", linewidth=1, linestyle="--", label="y = x")
+    ax.set_xlabel("true")
+    ax.set_ylabel("predicted")
+    mae, corr = metrics.get("MAE"), metrics.get("Corr")
+    ax.set_title(f"{title}\nMAE {_fmt(mae)} · Corr {_fmt(corr)}", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def _confusion(
+    frame: pd.DataFrame,
+    class_names: list[str],
+    metrics: dict[str, Any],
+    title: str,
+    path: Path,
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(class_names)
+    counts = np.zeros((n, n), dtype=np.int64)  # rows: true, columns: predicted (all seeds)
+    np.add.at(counts, (frame["y_true"].to_numpy(int), frame["y_pred"].to_numpy(int)), 1)
+    fig, ax = plt.subplots(figsize=(1.2 * n + 2.5, 1.2 * n + 2), dpi=100)
+    ax.imshow(counts, cmap="Blues")
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=9)
+    ax.set_xticks(range(n), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    acc, f1 = metrics.get("Acc"), metrics.get("F1_weighted")
+    ax.set_title(f"{title}\nAcc {_fmt(acc)} · F1w {_fmt(f1)}", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def _cell(split_metrics: dict[str, Any], key: str) -> str:
+    mean, std = split_metrics.get(key), split_metrics.get(f"{key}_std")
+    if mean is None:
+        return "–"
+    return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
+
+
+def summarize(params: Params, paths: Paths) -> str:
+    """Markdown table (mean ± std over seeds) of every evaluated model; written and returned."""
+    found: dict[str, dict[str, Any]] = {}
+    absent = []
+    for name in params.train.models:
+        path = paths.report(name) / "metrics.json"
+        if path.is_file():
+            found[name] = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            absent.append(name)
+    if params.dataset.task == "classification":
+        kind = "classification"
+    else:
+        kind = scheme_for(tuple(params.dataset.label_range))
+    columns = SUMMARY_COLUMNS[kind]
+    lines = [
+        f"## {params.dataset.name}: test metrics (mean ± std over seeds)",
+        "",
+        "| model | seeds | " + " | ".join(h for _, _, h in columns) + " |",
+        "| --- | ---: | " + " | ".join("---:" for _ in columns) + " |",
+    ]
+    for name, m in found.items():
+        cells = [_cell(m.get(split, {}), key) for split, key, _ in columns]
+        lines.append(f"| {name} | {m.get('seeds', '?')} | " + " | ".join(cells) + " |")
+    if not found:
+        lines.append("| (no model evaluated yet) | | " + " | ".join("" for _ in columns) + " |")
+    if absent:
+        lines += ["", f"Not evaluated: {', '.join(absent)}."]
+    table = "\n".join(lines) + "\n"
+    write_text_atomic(paths.summary, table)
+    print(table)
+    return table

@@ -1,0 +1,190 @@
+"""The field's metrics, defined exactly as MMSA's ``MetricsTop`` defines them.
+
+Regression on MOSI/MOSEI-style labels in [-3, 3] (``scheme="mosi"``):
+
+- ``Has0_acc_2`` / ``Has0_F1_score``: negative (< 0) vs non-negative (>= 0), weighted F1.
+- ``Non0_acc_2`` / ``Non0_F1_score``: clips whose true label is exactly 0 are dropped;
+  negative (<= 0) vs positive (> 0), weighted F1.
+- ``Mult_acc_5`` / ``Mult_acc_7``: clip to [-2, 2] / [-3, 3], round both to the nearest
+  integer (numpy rounds half to even, as MMSA does) and compare.
+- ``MAE`` (unclipped) and ``Corr`` (Pearson).
+
+Regression on SIMS-style labels in [-1, 1] (``scheme="sims"``): clip both to [-1, 1]; bin
+into (lo, hi] intervals ``Mult_acc_2`` [-1.01, 0, 1.01], ``Mult_acc_3``
+[-1.01, -0.1, 0.1, 1.01], ``Mult_acc_5`` [-1.01, -0.7, -0.1, 0.1, 0.7, 1.01];
+``F1_score`` weighted over the 2-class bins; ``MAE`` and ``Corr`` on the clipped values.
+
+Classification: ``Acc`` (= ``WA``, weighted accuracy), ``UA`` (unweighted accuracy = mean
+per-class recall), ``F1_weighted``, ``F1_macro``, ``recall_<class>``, one-vs-rest
+``AUC_<class>`` and their mean ``AUC_macro``.
+
+Nothing is rounded here: reports round for display, comparisons use full precision.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_score
+
+log = logging.getLogger(__name__)
+
+SIMS_BINS = {
+    "Mult_acc_2": (-1.01, 0.0, 1.01),
+    "Mult_acc_3": (-1.01, -0.1, 0.1, 1.01),
+    "Mult_acc_5": (-1.01, -0.7, -0.1, 0.1, 0.7, 1.01),
+}
+
+
+def _as_1d(x: Any, name: str) -> np.ndarray:
+    arr = np.asarray(x, dtype=np.float64).reshape(-1)
+    if arr.size == 0:
+        raise ValueError(f"{name}: empty array")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name}: contains NaN or inf")
+    return arr
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation; NaN when either side is constant (as np.corrcoef, no warning)."""
+    da, db = a - a.mean(), b - b.mean()
+    denom = np.sqrt((da * da).sum() * (db * db).sum())
+    return float((da * db).sum() / denom) if denom > 0 else float("nan")
+
+
+def _multiclass_acc(pred: np.ndarray, true: np.ndarray) -> float:
+    # MMSA: round both and count agreement; np.round is round-half-to-even.
+    return float(np.mean(np.round(pred) == np.round(true)))
+
+
+def _bin(x: np.ndarray, edges: tuple[float, ...]) -> np.ndarray:
+    """Index of the (edges[i], edges[i+1]] interval each value falls in."""
+    out = np.full(x.shape, -1, dtype=np.int64)
+    for i in range(len(edges) - 1):
+        out[(x > edges[i]) & (x <= edges[i + 1])] = i
+    return out
+
+
+def regression_metrics(y_true: Any, y_pred: Any, scheme: str = "mosi") -> dict[str, float]:
+    """MMSA regression metrics for ``scheme`` "mosi" (labels in [-3, 3]) or "sims" ([-1, 1])."""
+    true = _as_1d(y_true, "y_true")
+    pred = _as_1d(y_pred, "y_pred")
+    if true.shape != pred.shape:
+        raise ValueError(f"y_true has {true.size} values but y_pred has {pred.size}")
+    if scheme == "mosi":
+        return _mosi(true, pred)
+    if scheme == "sims":
+        return _sims(true, pred)
+    raise ValueError(f"scheme must be 'mosi' or 'sims', got {scheme!r}")
+
+
+def _mosi(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    out: dict[str, float] = {}
+    has0_true, has0_pred = true >= 0, pred >= 0
+    out["Has0_acc_2"] = float(accuracy_score(has0_true, has0_pred))
+    out["Has0_F1_score"] = float(f1_score(has0_true, has0_pred, average="weighted"))
+    nonzero = true != 0
+    if nonzero.any():
+        non0_true, non0_pred = true[nonzero] > 0, pred[nonzero] > 0
+        out["Non0_acc_2"] = float(accuracy_score(non0_true, non0_pred))
+        out["Non0_F1_score"] = float(f1_score(non0_true, non0_pred, average="weighted"))
+    else:  # every label is exactly neutral: the binary task is undefined
+        out["Non0_acc_2"] = out["Non0_F1_score"] = float("nan")
+    out["Mult_acc_5"] = _multiclass_acc(np.clip(pred, -2, 2), np.clip(true, -2, 2))
+    out["Mult_acc_7"] = _multiclass_acc(np.clip(pred, -3, 3), np.clip(true, -3, 3))
+    out["MAE"] = float(np.mean(np.abs(pred - true)))
+    out["Corr"] = pearson(pred, true)
+    return out
+
+
+def _sims(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    true, pred = np.clip(true, -1, 1), np.clip(pred, -1, 1)
+    out: dict[str, float] = {}
+    for name, edges in SIMS_BINS.items():
+        out[name] = float(np.mean(_bin(pred, edges) == _bin(true, edges)))
+    out["F1_score"] = float(
+        f1_score(
+            _bin(true, SIMS_BINS["Mult_acc_2"]),
+            _bin(pred, SIMS_BINS["Mult_acc_2"]),
+            average="weighted",
+        )
+    )
+    out["MAE"] = float(np.mean(np.abs(pred - true)))
+    out["Corr"] = pearson(pred, true)
+    return out
+
+
+def to_probs(logits_or_probs: Any) -> np.ndarray:
+    """(N, C) probabilities: rows already on the simplex are kept, anything else softmaxed."""
+    x = np.asarray(logits_or_probs, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"expected (N, C) scores, got shape {x.shape}")
+    if (x >= 0).all() and (x <= 1).all() and np.allclose(x.sum(1), 1.0, atol=1e-5):
+        return x
+    z = np.exp(x - x.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
+def classification_metrics(
+    y_true: Any, logits_or_probs: Any, class_names: list[str] | tuple[str, ...]
+) -> dict[str, Any]:
+    """Acc/WA, UA, weighted and macro F1, per-class recall, one-vs-rest AUC.
+
+    Per-class recall of a class absent from ``y_true`` is NaN and left out of UA; a class
+    whose one-vs-rest labels are all one value has no AUC: it is listed under
+    ``AUC_skipped`` (and logged) and left out of ``AUC_macro``.
+    """
+    true = np.asarray(y_true).reshape(-1).astype(np.int64)
+    probs = to_probs(logits_or_probs)
+    n_cls = len(class_names)
+    if probs.shape != (true.size, n_cls):
+        raise ValueError(
+            f"scores of shape {probs.shape} do not match {true.size} labels x {n_cls} classes"
+        )
+    if ((true < 0) | (true >= n_cls)).any():
+        raise ValueError(f"y_true has labels outside [0, {n_cls}): {sorted(set(true.tolist()))}")
+    pred = probs.argmax(1)
+    labels = list(range(n_cls))
+    out: dict[str, Any] = {}
+    out["Acc"] = float(accuracy_score(true, pred))
+    out["WA"] = out["Acc"]
+    out["F1_weighted"] = float(
+        f1_score(true, pred, labels=labels, average="weighted", zero_division=0)
+    )
+    out["F1_macro"] = float(f1_score(true, pred, labels=labels, average="macro", zero_division=0))
+    recalls = recall_score(true, pred, labels=labels, average=None, zero_division=0)
+    present = np.isin(labels, true)
+    for c, name in enumerate(class_names):
+        out[f"recall_{name}"] = float(recalls[c]) if present[c] else float("nan")
+    out["UA"] = float(np.mean(recalls[present]))
+    aucs, skipped = [], []
+    for c, name in enumerate(class_names):
+        is_c = true == c
+        if is_c.all() or not is_c.any():
+            skipped.append(name)
+            continue
+        auc = float(roc_auc_score(is_c, probs[:, c]))
+        out[f"AUC_{name}"] = auc
+        aucs.append(auc)
+    out["AUC_macro"] = float(np.mean(aucs)) if aucs else float("nan")
+    if skipped:
+        log.warning("one-vs-rest AUC skipped for class(es) %s: only one label present", skipped)
+    out["AUC_skipped"] = skipped
+    return out
+
+
+def selection_metric(task: str) -> tuple[str, str]:
+    """The validation metric that picks the best epoch: (name, "min" | "max")."""
+    if task == "regression":
+        return "MAE", "min"
+    if task == "classification":
+        return "F1_weighted", "max"
+    raise ValueError(f"task must be 'regression' or 'classification', got {task!r}")
+
+
+def scheme_for(label_range: tuple[float, float]) -> str:
+    """MMSA regression scheme from the label range: "sims" for [-1, 1], else "mosi"."""
+    low, high = label_range
+    return "sims" if (low, high) == (-1.0, 1.0) else "mosi"

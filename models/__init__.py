@@ -1,0 +1,1 @@
+"""torch models: baselines, DashFusion, FASCA-Net, shared layers and a registry."""

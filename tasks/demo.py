@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import ctypes
+import json
 import math
 import multiprocessing
 import os
@@ -651,16 +652,46 @@ def _corr(a: list[float], b: list[float]) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+# Bump when the generated content changes for the same params (invalidates reuse).
+GENERATOR_VERSION = 1
+STAMP = "generator.json"
+
+
+def _stamp(params: DemoParams, seed: int) -> dict[str, Any]:
+    return {"version": GENERATOR_VERSION, "seed": seed, "params": params.model_dump(mode="json")}
+
+
+def reusable(out_dir: Path, params: DemoParams, seed: int) -> dict | None:
+    """The stored summary when ``out_dir`` already holds this exact corpus, else None."""
+    path = Path(out_dir) / STAMP
+    if not (path.is_file() and (Path(out_dir) / "label.csv").is_file()):
+        return None
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if {k: stored.get(k) for k in ("version", "seed", "params")} != _stamp(params, seed):
+        return None
+    return stored.get("summary")
+
+
 def generate(
     params: DemoParams,
     out_dir: Path,
     seed: int,
     progress: bool = True,
     workers: int | None = None,
+    force: bool = False,
 ) -> dict:
-    """Generate the demo corpus into ``out_dir`` (atomically) and return a summary."""
+    """Generate the demo corpus into ``out_dir`` (atomically) and return a summary.
+
+    A folder that already holds the corpus of these params and seed (its ``generator.json``
+    says so) is reused as it is unless ``force``: re-running a finished stage is a no-op.
+    """
     started = time.perf_counter()
     out_dir = Path(out_dir)
+    if not force and (stored := reusable(out_dir, params, seed)) is not None:
+        return {**stored, "reused": True}
     specs = plan_corpus(params, seed)
     workers = min(2, os.cpu_count() or 1) if workers is None else max(1, workers)
     with staged_dir(out_dir) as tmp:
@@ -692,6 +723,13 @@ def generate(
             })
         _write_csv(tmp / "label.csv", LABEL_COLUMNS, labels)
         _write_csv(tmp / "demo_truth.csv", TRUTH_COLUMNS, truth)
+        summary = _summary(out_dir, specs, results, started)
+        stamp = {**_stamp(params, seed), "summary": summary}
+        (tmp / STAMP).write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def _summary(out_dir: Path, specs: list, results: list[dict], started: float) -> dict[str, Any]:
     s = [spec.sentiment for spec in specs]
     n_frames = sum(r["n_frames"] for r in results)
     summary: dict[str, Any] = {

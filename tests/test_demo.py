@@ -234,3 +234,13 @@ def test_failure_leaves_previous_corpus_untouched(
     with pytest.raises(RuntimeError):
         generate(tiny_params(), fresh, seed=0, progress=False, workers=1)
     assert not fresh.exists() and [p.name for p in tmp_path.iterdir()] == ["demo"]
+
+
+def test_finished_corpus_is_reused(corpus: tuple[Path, dict]) -> None:
+    root, summary = corpus
+    label = root / "label.csv"
+    mtime = label.stat().st_mtime_ns
+    again = generate(tiny_params(), root, seed=7, progress=False, workers=1)
+    assert again["reused"] is True and again["clips"] == summary["clips"]
+    assert label.stat().st_mtime_ns == mtime
+    assert demo.reusable(root, tiny_params(), seed=8) is None  # another seed: regenerate

@@ -96,6 +96,17 @@ def test_dvc_repro_end_to_end(tmp_path: Path) -> None:
     second = _run([str(BIN / "dvc"), "repro"], repo, env)
     assert "Running stage" not in second.stdout, second.stdout
 
+    # The same DAG as one Prefect flow run gives the same metrics and leaves DVC's ledger
+    # in step (it ends with `dvc commit`): nothing left for `dvc repro` to do.
+    before = (repo / "reports/demo/late_fusion/metrics.json").read_text()
+    flow = _run([str(BIN / "python"), "-m", "flows.pipeline"], repo, env)
+    assert "msaflow-pipeline" in flow.stdout + flow.stderr
+    assert json.loads((repo / "reports/demo/late_fusion/metrics.json").read_text()) == (
+        json.loads(before)
+    )
+    status = _run([str(BIN / "dvc"), "status", "--json"], repo, env)
+    assert json.loads(status.stdout or "{}") == {}, status.stdout
+
     # A training param re-runs only train/evaluate (+ the report that reads them).
     raw["train"]["max_epochs"] = 3
     (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))

@@ -69,7 +69,8 @@ def main() -> None:
         rows.append(("+1 clip", summary, time.perf_counter() - start))
 
     print(f"\nextraction benchmark: demo corpus, {args.clips} clips, {args.workers} workers")
-    print(f"{'run':<8} {'clips':>6} {'media s':>9} {'wall s':>8} {'media s/s':>10} {'computed':>9}")
+    header = ("run", "clips", "media s", "wall s", "media s/s", "computed")
+    print("{:<8} {:>6} {:>9} {:>8} {:>10} {:>9}".format(*header))
     for label, s, wall in rows:
         computed = s["computed_audio"] + s["computed_vision"] + s["computed_text"]
         print(

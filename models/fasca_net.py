@@ -101,17 +101,17 @@ _PRESETS: dict[str, dict[str, Any]] = {
     "sims": {"lr": 2e-4, "batch_size": 32, "max_epochs": 50},  # not in the README: as MOSI
     "iemocap": {"lr": 3e-4, "batch_size": 16, "max_epochs": 60},
     "meld": {"lr": 2e-4, "batch_size": 32, "max_epochs": 40},
-    "demo": {
+    "demo": {  # 120 training clips on 2 CPU cores: ~1.5 s/epoch, about a minute a seed
         "lr": 1e-3,
         "batch_size": 16,
-        "max_epochs": 15,
-        "patience": 5,
-        "hidden": 64,
+        "max_epochs": 40,
+        "patience": 10,
+        "hidden": 128,
         "heads": 4,
-        "align_channels": 32,
+        "align_channels": 64,
         "aux_hidden": 32,
         "aux_layers": 1,
-        "head_hidden": 64,
+        "head_hidden": 128,
     },
 }
 

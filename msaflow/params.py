@@ -31,13 +31,63 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
 
+class CsdSourceParams(_Section):
+    """``dataset.source: csd``: which official sequences in ``dataset.root`` feed each stream."""
+
+    words: str = Field("CMU_MOSI_TimestampedWords.csd", pattern=r"^[^/\\]+\.csd$")
+    # "" = no official vectors: embed the words with extract.text.encoder instead.
+    word_vectors: str = Field(
+        "CMU_MOSI_TimestampedWordVectors.csd", pattern=r"^$|^[^/\\]+\.csd$"
+    )
+    audio: str = Field("CMU_MOSI_COVAREP.csd", pattern=r"^[^/\\]+\.csd$")
+    vision: str = Field("CMU_MOSI_Visual_Facet_42.csd", pattern=r"^[^/\\]+\.csd$")
+    labels: str = Field("CMU_MOSI_Opinion_Labels.csd", pattern=r"^[^/\\]+\.csd$")
+    # Our .csd names (data/interim/<ds>/csd/<name>.csd) for the audio and vision streams.
+    audio_name: str = Field("covarep", pattern=r"^[A-Za-z0-9_-]+$")
+    vision_name: str = Field("facet42", pattern=r"^[A-Za-z0-9_-]+$")
+    folds: Literal["mosi", "mosei", "none"] = "mosi"
+    split: tuple[float, float, float] = (0.7, 0.1, 0.2)  # by video, only when folds: none
+
+    @field_validator("audio_name", "vision_name")
+    @classmethod
+    def _not_text(cls, v: str) -> str:
+        if v in ("words", "word_embeddings", "tokens"):
+            raise ValueError(f"{v!r} is the name of a text sequence")
+        return v
+
+    @field_validator("split")
+    @classmethod
+    def _fractions(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(x < 0 for x in v) or abs(sum(v) - 1.0) > 1e-6 or v[0] <= 0:
+            raise ValueError(f"expected three fractions summing to 1, train > 0, got {list(v)}")
+        return v
+
+
+class PklSourceParams(_Section):
+    """``dataset.source: mmsa_pkl``: the MMSA processed pickle to read (tasks/mmsa_pkl.py)."""
+
+    # The pickle, relative to dataset.root (or absolute); None = dataset.root is the file.
+    # Only this file is ever unpickled; pickles can run code, see `trusted`.
+    file: str | None = Field(None, pattern=r"\.(pkl|pickle)$")
+    # false: a numpy-only unpickler (refuses any other class); true: plain pickle.load.
+    trusted: bool = False
+    # Tokenizer/encoder of the pickle's text_bert ids and text features (SIMS:
+    # bert-base-chinese); stored as the cache's text_encoder so a fine-tuned encoder matches.
+    text_encoder: str = "bert-base-uncased"
+
+
 class DatasetParams(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    source: Literal["raw"] = "raw"
+    source: Literal["raw", "csd", "mmsa_pkl"] = "raw"
     root: Path
-    layout: Literal["mmsa"] = "mmsa"
+    layout: Literal["mmsa", "meld", "iemocap", "folder"] = "mmsa"
+    # Which labels become label_class: meld emotion | sentiment, iemocap 4class | 6class;
+    # auto = emotion / 4class (meld: sentiment when task is regression); mmsa/folder: auto.
+    target: Literal["auto", "emotion", "sentiment", "4class", "6class"] = "auto"
     task: Literal["regression", "classification"] = "regression"
     label_range: tuple[float, float] = (-3.0, 3.0)
+    csd: CsdSourceParams = CsdSourceParams()
+    pkl: PklSourceParams = PklSourceParams()
 
     @field_validator("label_range")
     @classmethod
@@ -45,6 +95,24 @@ class DatasetParams(_Section):
         if v[0] >= v[1]:
             raise ValueError(f"expected [low, high] with low < high, got {list(v)}")
         return v
+
+    @model_validator(mode="after")
+    def _target_fits_layout(self) -> DatasetParams:
+        allowed = {"meld": ("emotion", "sentiment"), "iemocap": ("4class", "6class")}
+        choices = allowed.get(self.layout, ())
+        if self.target != "auto" and self.target not in choices:
+            raise ValueError(
+                f"target {self.target!r} does not apply to layout {self.layout!r} "
+                f"(expected auto{''.join(f' | {c}' for c in choices)})"
+            )
+        if self.task == "regression" and (
+            self.layout == "iemocap" or (self.layout == "meld" and self.target == "emotion")
+        ):
+            raise ValueError(
+                f"layout {self.layout!r} target {self.target!r} has only class labels: "
+                "set dataset.task: classification"
+            )
+        return self
 
 
 class DemoNoise(_Section):
@@ -90,7 +158,7 @@ class IngestParams(_Section):
 
 
 class AudioParams(_Section):
-    feature_set: Literal["librosa"] = "librosa"
+    feature_set: Literal["librosa", "egemaps"] = "librosa"
     sample_rate: int = Field(ge=4000, le=96000)
     hop_seconds: float = Field(gt=0, le=1)
 
@@ -176,6 +244,15 @@ class Params(_Section):
         if missing:
             raise ValueError(f"train.models names {missing} but models has no section for them")
         return self
+
+    def stream_feature_sets(self) -> dict[str, str]:
+        """Feature-set names (= ``.csd`` stems) of the audio and vision streams."""
+        if self.dataset.source == "csd":
+            return {"audio": self.dataset.csd.audio_name, "vision": self.dataset.csd.vision_name}
+        return {
+            "audio": self.extract.audio.feature_set,
+            "vision": self.extract.vision.feature_set,
+        }
 
     def model_params(self, name: str) -> dict[str, Any]:
         """The raw hyper-parameter dict of one model (validated by its config class)."""

@@ -23,6 +23,7 @@ from msaflow.params import Params
 from msaflow.paths import Paths
 from tasks.align import align_clip
 from tasks.csd import CsdFormatError, CsdReader, read_csd
+from tasks.ingest import layout_classes
 
 SPLITS = ("train", "valid", "test")
 NORM_STREAMS = ("audio", "vision")
@@ -112,8 +113,8 @@ def csd_files(params: Params, paths: Paths) -> dict[str, Path]:
         "words": paths.csd_dir / "words.csd",
         "word_embeddings": paths.csd_dir / "word_embeddings.csd",
         "tokens": paths.csd_dir / "tokens.csd",
-        "audio": paths.csd_dir / f"{params.extract.audio.feature_set}.csd",
-        "vision": paths.csd_dir / f"{params.extract.vision.feature_set}.csd",
+        "audio": paths.csd_dir / f"{params.stream_feature_sets()['audio']}.csd",
+        "vision": paths.csd_dir / f"{params.stream_feature_sets()['vision']}.csd",
     }
 
 
@@ -121,6 +122,10 @@ def class_names(params: Params, manifest: pd.DataFrame) -> list[str]:
     """Names of the class indices: polarity for regression, the annotations otherwise."""
     if params.dataset.task == "regression":
         return list(POLARITY)
+    # A layout with a fixed class list (MELD, IEMOCAP) keeps every class, seen or not.
+    fixed = layout_classes(params)
+    if fixed is not None:
+        return list(fixed)
     known = manifest[manifest["label_class"] >= 0]
     if known.empty:
         raise CacheError("classification task but no clip has a label_class >= 0")
@@ -263,8 +268,7 @@ def input_hash(params: Params, files: dict[str, Path], manifest: Path, variant: 
         params.dataset.task,
         params.cache.model_dump(mode="json"),
         params.extract.text.model_dump(mode="json"),
-        params.extract.audio.feature_set,
-        params.extract.vision.feature_set,
+        *params.stream_feature_sets().values(),  # audio, vision names
     )
 
 
@@ -275,6 +279,10 @@ def _clips(frame: pd.DataFrame) -> Iterator[tuple[str, str, str, float, int]]:
 
 def build_cache(params: Params, paths: Paths) -> dict[str, Any]:
     """Write ``paths.h5(variant)`` for every ``cache.variants``; return a summary."""
+    if params.dataset.source == "mmsa_pkl":
+        from tasks import mmsa_pkl  # the pickle already holds tensors: no .csd, no alignment
+
+        return mmsa_pkl.build_cache_from_pickle(params, paths)
     manifest = read_manifest(paths.manifest)
     files = csd_files(params, paths)
     absent = [str(p) for p in files.values() if not p.is_file()]
@@ -362,8 +370,7 @@ def build_cache(params: Params, paths: Paths) -> dict[str, Any]:
                     feature_sets=json.dumps({
                         "words": "word_embeddings",
                         "tokens": "tokens",
-                        "audio": params.extract.audio.feature_set,
-                        "vision": params.extract.vision.feature_set,
+                        **params.stream_feature_sets(),
                     }),
                     dims=json.dumps(dims),
                     seq_len=json.dumps(seq_lengths(params, v)),

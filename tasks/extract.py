@@ -26,7 +26,7 @@ import pandas as pd
 from msaflow.io import atomic_path, file_digest, text_digest
 from msaflow.params import ExtractParams, Params
 from msaflow.paths import Paths
-from tasks import extract_audio, extract_text, extract_vision
+from tasks import extract_audio, extract_egemaps, extract_text, extract_vision
 from tasks.csd import write_csd
 from tasks.media import ExtractError, MediaError, decode_audio, iter_frames, probe
 
@@ -159,7 +159,12 @@ def _compute(
     if modality == "audio":
         a = cfg.audio
         samples = decode_audio(clip.media, a.sample_rate, clip.start, clip.end)
-        feats, ivals, names = extract_audio.extract_audio(samples, a.sample_rate, a.hop_seconds)
+        if a.feature_set == "egemaps":  # fixed 10 ms frames: hop_seconds does not apply
+            feats, ivals, names = extract_egemaps.extract_egemaps(samples, a.sample_rate)
+        else:
+            feats, ivals, names = extract_audio.extract_audio(
+                samples, a.sample_rate, a.hop_seconds
+            )
         arrays = {"features": feats, "intervals": ivals}
     elif modality == "vision":
         v = cfg.vision
@@ -278,6 +283,8 @@ def _dimension_names(
                 width = int(npz["embeddings"].shape[1])
         return [f"{cfg.text.encoder}_{i}" for i in range(width)]
     if modality == "audio":
+        if feature_set == "egemaps":
+            return extract_egemaps.feature_names(cfg.audio.sample_rate)
         return list(extract_audio.DIM_NAMES)
     return list(extract_vision.DIM_NAMES)
 
@@ -287,6 +294,7 @@ _DESCRIPTIONS = {
     "word_embeddings": "frozen encoder last hidden state, mean over each word's subwords",
     "tokens": "tokenizer ids of the whole transcript incl. special tokens, not truncated",
     "librosa": "librosa 20 MFCC + zero-crossing rate + 12 chroma-CQT per hop",
+    "egemaps": "openSMILE eGeMAPS v02 low-level descriptors, 10 ms hop",
     "facemesh": "MediaPipe Face Mesh: face flag, normalised landmark subset, expression",
 }
 
@@ -422,6 +430,14 @@ def run(
     params: Params, paths: Paths, map_fn: Callable[[list[dict]], list[dict]] | None = None
 ) -> dict:
     """Extract every manifest clip (``map_fn`` fans out), write the ``.csd``; a summary."""
+    if params.dataset.source == "csd":
+        from tasks import sources  # official sequences: no media to decode
+
+        return sources.csd_extract(params, paths)
+    if params.dataset.source == "mmsa_pkl":
+        from tasks import mmsa_pkl  # features are in the pickle; cache reads it directly
+
+        return mmsa_pkl.skip_extraction(params, paths)
     cfg = params.extract
     began = time.perf_counter()
     manifest = read_manifest(paths.manifest)

@@ -483,6 +483,8 @@ def train_model(params: Params, paths: Paths, model_name: str) -> dict[str, Any]
     }
     runs = []
     start = time.perf_counter()
+    # The curves folder is a stage output even when every seed is already up to date.
+    (paths.report(model_name) / "train").mkdir(parents=True, exist_ok=True)
     for seed in params.train.seeds:
         phash = params_hash(model_name, config, settings, seed, spec)
         final = paths.checkpoints(model_name) / f"seed{seed}.ckpt"

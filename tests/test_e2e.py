@@ -107,6 +107,12 @@ def test_dvc_repro_end_to_end(tmp_path: Path) -> None:
     status = _run([str(BIN / "dvc"), "status", "--json"], repo, env)
     assert json.loads(status.stdout or "{}") == {}, status.stdout
 
+    # A forced re-run of a finished training stage keeps its up-to-date seeds and outputs.
+    forced = _run([str(BIN / "dvc"), "repro", "--force", "--single-item", "train@late_fusion"],
+                  repo, env)
+    assert "up to date" in forced.stdout + forced.stderr
+    assert json.loads(_run([str(BIN / "dvc"), "status", "--json"], repo, env).stdout) == {}
+
     # A training param re-runs only train/evaluate (+ the report that reads them).
     raw["train"]["max_epochs"] = 3
     (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))

@@ -18,11 +18,14 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.dashfusion import build_retrieval_table, sample_pairs  # noqa: E402
+from models.dashfusion import (  # noqa: E402
+    build_retrieval_table,
+    retrieval_table_loop,
+    sample_pairs,
+)
 
 SIZES = (2199, 16326)  # MOSI and MOSEI training splits
 DIM = 384  # 3 × d_model
@@ -38,29 +41,12 @@ def make_data(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return feats, labels
 
 
-def loop_table(feats: torch.Tensor, labels: torch.Tensor, k: int) -> tuple:
-    """The definition pair by pair: sort each row's cosine similarities, then filter."""
-    n = len(feats)
-    index = torch.zeros(n, 3, k, dtype=torch.long)
-    valid = torch.zeros(n, 3, k, dtype=torch.bool)
-    for i in range(n):
-        sims = [(float(F.cosine_similarity(feats[i], feats[j], dim=0)), j) for j in range(n)]
-        order = [j for _, j in sorted(sims, key=lambda t: -t[0]) if j != i]
-        same = [j for j in order if labels[j] == labels[i]]
-        other = [j for j in order if labels[j] != labels[i]]
-        for cat, rows in enumerate((same, other, other[::-1])):
-            rows = rows[:k]
-            index[i, cat, : len(rows)] = torch.tensor(rows, dtype=torch.long)
-            valid[i, cat, : len(rows)] = True
-    return index, valid
-
-
 def check(n: int) -> float:
     """Compare the vectorised build with the loop on ``n`` rows; returns the loop's seconds."""
     feats, labels = make_data(n, seed=1)
     table = build_retrieval_table(feats, labels, candidates=CANDIDATES, chunk=64)
     start = time.perf_counter()
-    index, valid = loop_table(feats, labels, CANDIDATES)
+    index, valid = retrieval_table_loop(feats, labels, CANDIDATES)
     elapsed = time.perf_counter() - start
     if not torch.equal(table.valid, valid) or not torch.equal(table.index[valid], index[valid]):
         raise SystemExit(f"mismatch between vectorised and loop tables at N={n}")

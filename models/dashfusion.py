@@ -304,6 +304,32 @@ def round_labels(labels: torch.Tensor, task: str) -> tuple[torch.Tensor, torch.T
     return labels, labels >= 0
 
 
+def retrieval_table_loop(
+    features: torch.Tensor, labels: torch.Tensor, candidates: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference for tests and benchmarks: the table's definition, pair by pair.
+
+    Per row: every other row sorted by cosine similarity; the first ``candidates`` with the
+    same label (positives), with another label (hard negatives) and the last ones with another
+    label (easy negatives). Returns (index, valid), each (N, 3, candidates).
+    """
+    n = len(features)
+    index = torch.zeros(n, 3, candidates, dtype=torch.long)
+    valid = torch.zeros(n, 3, candidates, dtype=torch.bool)
+    for i in range(n):
+        sims = [
+            (float(F.cosine_similarity(features[i], features[j], dim=0)), j) for j in range(n)
+        ]
+        order = [j for _, j in sorted(sims, key=lambda t: -t[0]) if j != i]
+        same = [j for j in order if labels[j] == labels[i]]
+        other = [j for j in order if labels[j] != labels[i]]
+        for cat, rows in enumerate((same, other, other[::-1])):
+            rows = rows[:candidates]
+            index[i, cat, : len(rows)] = torch.tensor(rows, dtype=torch.long)
+            valid[i, cat, : len(rows)] = True
+    return index, valid
+
+
 def build_retrieval_table(
     features: torch.Tensor,
     labels: torch.Tensor,

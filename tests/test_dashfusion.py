@@ -18,6 +18,7 @@ from models.dashfusion import (
     contrastive_loss,
     preset,
     reference_pair_count,
+    retrieval_table_loop,
     sample_pairs,
 )
 from msaflow.params import ParamsError
@@ -190,30 +191,13 @@ def test_contrastive_loss_matches_loop() -> None:
     assert reference_pair_count(2, 4) == 22
 
 
-def loop_table(feats: torch.Tensor, labels: torch.Tensor, k: int) -> tuple:
-    """Direct per-row sort of the cosine similarities (the authors' double loop, fixed)."""
-    n = len(feats)
-    index = torch.zeros(n, 3, k, dtype=torch.long)
-    valid = torch.zeros(n, 3, k, dtype=torch.bool)
-    for i in range(n):
-        sims = [(float(F.cosine_similarity(feats[i], feats[j], dim=0)), j) for j in range(n)]
-        order = [j for _, j in sorted(sims, key=lambda t: -t[0]) if j != i]
-        same = [j for j in order if labels[j] == labels[i]]
-        other = [j for j in order if labels[j] != labels[i]]
-        for cat, rows in enumerate((same, other, other[::-1])):
-            rows = rows[:k]
-            index[i, cat, : len(rows)] = torch.tensor(rows, dtype=torch.long)
-            valid[i, cat, : len(rows)] = True
-    return index, valid
-
-
 def test_retrieval_table_matches_loop() -> None:
     g = torch.Generator().manual_seed(5)
     feats = torch.randn(40, 6, generator=g)
     labels = torch.randint(-1, 2, (40,), generator=g)
     labels[0] = 7  # a label nobody else has: no positives, and valid says so
     table = build_retrieval_table(feats, labels, candidates=4, chunk=7)
-    index, valid = loop_table(feats, labels, 4)
+    index, valid = retrieval_table_loop(feats, labels, 4)
     assert torch.equal(table.valid, valid)
     assert torch.equal(table.index[valid], index[valid])
     assert not table.valid[0, 0].any()

@@ -430,6 +430,9 @@ def run(
     params: Params, paths: Paths, map_fn: Callable[[list[dict]], list[dict]] | None = None
 ) -> dict:
     """Extract every manifest clip (``map_fn`` fans out), write the ``.csd``; a summary."""
+    # dvc.yaml declares extract_cache/ an output of every source; csd and mmsa_pkl leave
+    # it empty, but it must exist or `dvc repro` fails the stage after it succeeded.
+    paths.extract_cache.mkdir(parents=True, exist_ok=True)
     if params.dataset.source == "csd":
         from tasks import sources  # official sequences: no media to decode
 

@@ -53,6 +53,19 @@ def _run(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return proc
 
 
+def _commit_copy(repo: Path) -> dict:
+    """Make the copy a git repo with everything committed; the env to run its tools in."""
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    env["PYTHONPATH"] = str(repo)  # the copy's code, not the editable install's
+    env.pop("PREFECT_API_URL", None)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    _run(["git", "init", "-q"], repo, env)
+    _run([*git, "add", "-A"], repo, env)
+    _run([*git, "commit", "-qm", "tiny"], repo, env)
+    return env
+
+
 @pytest.mark.slow
 def test_dvc_repro_end_to_end(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
@@ -67,14 +80,7 @@ def test_dvc_repro_end_to_end(tmp_path: Path) -> None:
         node[leaf] = value
     (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 
-    env = dict(os.environ)
-    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
-    env["PYTHONPATH"] = str(repo)  # the copy's code, not the editable install's
-    env.pop("PREFECT_API_URL", None)
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    _run(["git", "init", "-q"], repo, env)
-    _run([*git, "add", "-A"], repo, env)
-    _run([*git, "commit", "-qm", "tiny"], repo, env)
+    env = _commit_copy(repo)
 
     first = _run([str(BIN / "msaflow"), "repro"], repo, env)
     assert "Running stage 'train@late_fusion'" in first.stdout

@@ -8,7 +8,6 @@ docs/datasets.md, one experiment after another in one temporary git copy of the 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 import yaml
 
 from flows.common import prefect_server
-from tests.test_e2e import BIN, _copy_repo, _run
+from tests.test_e2e import BIN, _commit_copy, _copy_repo, _run
 from tests.test_ingest_layouts import _make_meld, _meld_rows
 from tests.test_media import make_mp4
 from tests.test_mmsa_pkl import make_pickle
@@ -83,14 +82,7 @@ def test_dvc_exp_run_meld_csd_and_mmsa_pkl(tmp_path: Path) -> None:
     # One MMSA processed pickle (6/2/2 clips, MOSI dims).
     pkl = make_pickle(data / "MOSI" / "Processed" / "unaligned_50.pkl")
 
-    env = dict(os.environ)
-    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
-    env["PYTHONPATH"] = str(repo)  # the copy's code, not the editable install's
-    env.pop("PREFECT_API_URL", None)
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    _run(["git", "init", "-q"], repo, env)
-    _run([*git, "add", "-A"], repo, env)
-    _run([*git, "commit", "-qm", "tiny"], repo, env)
+    env = _commit_copy(repo)
 
     runs = {
         "meld": [

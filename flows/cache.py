@@ -9,16 +9,16 @@ from tasks import cache
 
 
 @task(name="build-hdf5-cache")
-def cache_task(params_path: str) -> dict:
+def cache_task(params_path: str, overrides: dict | None = None) -> dict:
     """Align (when asked) and write every variant of the HDF5 cache."""
-    params, paths = load(params_path)
+    params, paths = load(params_path, overrides)
     return cache.build_cache(params, paths)
 
 
 @flow(name="cache", log_prints=True)
-def cache_flow(params_path: str = "params.yaml") -> dict:
+def cache_flow(params_path: str = "params.yaml", overrides: dict | None = None) -> dict:
     """Build data/processed/<dataset>/<variant>.h5 for every variant in params."""
-    summary = cache_task(params_path)
+    summary = cache_task(params_path, overrides)
     publish_markdown("cache-summary", summary_markdown("HDF5 cache", summary))
     print(f"cache: {summary}")
     return summary

@@ -6,6 +6,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from msaflow.params import Params, load_params
 from msaflow.paths import Paths
@@ -19,9 +20,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def load(params_path: str | Path = "params.yaml") -> tuple[Params, Paths]:
-    """Validated params and the artifact paths they imply."""
-    params = load_params(params_path)
+def load(
+    params_path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None
+) -> tuple[Params, Paths]:
+    """Validated params (params.yaml, then ``-S``-style ``overrides``) and their paths."""
+    params = load_params(params_path, overrides)
     return params, Paths.from_params(params)
 
 

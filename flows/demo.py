@@ -9,16 +9,16 @@ from tasks import demo
 
 
 @task(name="generate-demo-corpus")
-def generate_task(params_path: str) -> dict:
+def generate_task(params_path: str, overrides: dict | None = None) -> dict:
     """Generate every clip of the demo corpus into ``Paths.demo_root``."""
-    params, paths = load(params_path)
+    params, paths = load(params_path, overrides)
     return demo.generate(params.demo, paths.demo_root, seed=params.seed)
 
 
 @flow(name="demo", log_prints=True)
-def demo_flow(params_path: str = "params.yaml") -> dict:
+def demo_flow(params_path: str = "params.yaml", overrides: dict | None = None) -> dict:
     """Make the seeded demo corpus the one-command run starts from."""
-    summary = generate_task(params_path)
+    summary = generate_task(params_path, overrides)
     publish_markdown("demo-summary", summary_markdown("Demo corpus", summary))
     print(f"demo corpus: {summary}")
     return summary

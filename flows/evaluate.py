@@ -11,29 +11,31 @@ from tasks import evaluate
 
 
 @task(name="evaluate-model")
-def evaluate_task(params_path: str, model: str) -> dict:
+def evaluate_task(params_path: str, model: str, overrides: dict | None = None) -> dict:
     """Score every seed's checkpoint on the valid and test splits."""
-    params, paths = load(params_path)
+    params, paths = load(params_path, overrides)
     return evaluate.evaluate_model(params, paths, model)
 
 
 @task(name="summarize-models")
-def summarize_task(params_path: str) -> str:
+def summarize_task(params_path: str, overrides: dict | None = None) -> str:
     """The markdown table across every evaluated model."""
-    params, paths = load(params_path)
+    params, paths = load(params_path, overrides)
     return evaluate.summarize(params, paths)
 
 
 @flow(name="evaluate", flow_run_name="evaluate-{model}", log_prints=True)
-def evaluate_flow(model: str, params_path: str = "params.yaml") -> dict:
+def evaluate_flow(
+    model: str, params_path: str = "params.yaml", overrides: dict | None = None
+) -> dict:
     """Write reports/<dataset>/<model>/{metrics.json,predictions.csv,pred_vs_true.png}."""
-    return evaluate_task(params_path, model)
+    return evaluate_task(params_path, model, overrides)
 
 
 @flow(name="report", log_prints=True)
-def report_flow(params_path: str = "params.yaml") -> str:
+def report_flow(params_path: str = "params.yaml", overrides: dict | None = None) -> str:
     """Write reports/summary_<dataset>.md and publish it as a Prefect artifact."""
-    table = summarize_task(params_path)
+    table = summarize_task(params_path, overrides)
     publish_markdown("metrics-summary", table, description="Test metrics per model")
     print(table)
     return table

@@ -19,9 +19,9 @@ def extract_clip_task(row: dict, cfg: ExtractParams, cache_dir: Path) -> dict:
 
 
 @flow(name="extract", log_prints=True)
-def extract_flow(params_path: str = "params.yaml") -> dict:
+def extract_flow(params_path: str = "params.yaml", overrides: dict | None = None) -> dict:
     """Extract every clip of the manifest, clip-parallel, then write one .csd per feature set."""
-    params, paths = load(params_path)
+    params, paths = load(params_path, overrides)
 
     def map_clips(rows: list[dict]) -> list[dict]:
         futures = extract_clip_task.map(
@@ -35,11 +35,11 @@ def extract_flow(params_path: str = "params.yaml") -> dict:
     return summary
 
 
-def run(params_path: str = "params.yaml") -> dict:
+def run(params_path: str = "params.yaml", overrides: dict | None = None) -> dict:
     """Run the flow with as many worker threads as ``extract.workers``."""
-    params, _ = load(params_path)
+    params, _ = load(params_path, overrides)
     runner = ThreadPoolTaskRunner(max_workers=params.extract.workers)
-    return extract_flow.with_options(task_runner=runner)(params_path)
+    return extract_flow.with_options(task_runner=runner)(params_path, overrides)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,12 @@ msaflow demo | ingest | extract | cache       data stages
 msaflow train MODEL | evaluate MODEL | report model stages
 msaflow run                                   the whole DAG as one Prefect flow run
 msaflow repro [DVC ARGS...]                   `dvc repro` with one shared Prefect server
+msaflow exp [DVC ARGS...]                     `dvc exp run` (takes -S) with one shared server
 msaflow check                                 validate params.yaml and exit
+
+Every stage command, `run` and `check` take ``-S KEY=VALUE`` (repeatable) to change params
+for that run only, spelled as in `dvc exp run -S` (e.g. ``msaflow run -S dataset.name=meld
+-S dataset.root=/data/MELD.Raw``); params.yaml is not modified.
 """
 
 from __future__ import annotations
@@ -16,58 +21,64 @@ import subprocess
 import sys
 import time
 
+from msaflow.overrides import parse_assignments
 from msaflow.params import ParamsError, load_params
 
 
-def _stage(name: str, args: argparse.Namespace) -> object:
+def _stage(name: str, args: argparse.Namespace, over: dict | None) -> object:
     # Flows are imported lazily: `msaflow check` and `--help` stay instant.
     if name == "demo":
         from flows.demo import demo_flow
 
-        return demo_flow(args.params)
+        return demo_flow(args.params, over)
     if name == "ingest":
         from flows.ingest import ingest_flow
 
-        return ingest_flow(args.params)
+        return ingest_flow(args.params, over)
     if name == "extract":
         from flows.extract import run
 
-        return run(args.params)
+        return run(args.params, over)
     if name == "cache":
         from flows.cache import cache_flow
 
-        return cache_flow(args.params)
+        return cache_flow(args.params, over)
     if name == "train":
         from flows.train import train_flow
 
-        return train_flow(args.model, args.params)
+        return train_flow(args.model, args.params, over)
     if name == "evaluate":
         from flows.evaluate import evaluate_flow
 
-        return evaluate_flow(args.model, args.params)
+        return evaluate_flow(args.model, args.params, over)
     if name == "report":
         from flows.evaluate import report_flow
 
-        return report_flow(args.params)
+        return report_flow(args.params, over)
     if name == "run":
         from flows.pipeline import pipeline
 
-        return pipeline(args.params, record=not args.no_record)
+        return pipeline(args.params, record=not args.no_record, overrides=over)
     raise AssertionError(name)
 
 
-def repro(dvc_args: list[str]) -> int:
-    """Run `dvc repro` with one Prefect server shared by every stage it runs."""
+def repro(dvc_args: list[str], command: tuple[str, ...] = ("repro",)) -> int:
+    """Run `dvc repro` (or `dvc exp run`) with one Prefect server shared by every stage."""
     from flows.common import prefect_server
 
+    name = " ".join(("dvc", *command))
+    if command == ("repro",) and any(a in ("-S", "--set-param") for a in dvc_args):
+        print("msaflow repro: `dvc repro` takes no -S; use `msaflow exp -S KEY=VALUE ...` "
+              "(= `dvc exp run -S ...`) to run an experiment with changed params")
+        return 2
     dvc = shutil.which("dvc")
     if dvc is None:
-        print("msaflow repro: `dvc` not found on PATH (activate the venv: . .venv/bin/activate)")
+        print("msaflow: `dvc` not found on PATH (activate the venv: . .venv/bin/activate)")
         return 2
     start = time.perf_counter()
     with prefect_server():
-        code = subprocess.run([dvc, "repro", *dvc_args], env=os.environ.copy()).returncode
-    print(f"dvc repro finished in {time.perf_counter() - start:.1f} s (exit {code})")
+        code = subprocess.run([dvc, *command, *dvc_args], env=os.environ.copy()).returncode
+    print(f"{name} finished in {time.perf_counter() - start:.1f} s (exit {code})")
     return code
 
 
@@ -75,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="msaflow", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", help="params file (params.yaml)")
+    sets = argparse.ArgumentParser(add_help=False)
+    sets.add_argument("-S", "--set", dest="overrides", action="append", default=[],
+                      metavar="KEY=VALUE",
+                      help="change a param for this run only, as `dvc exp run -S` (repeatable)")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in [
         ("demo", "generate the demo corpus"),
@@ -84,28 +99,39 @@ def build_parser() -> argparse.ArgumentParser:
         ("report", "summary table across models"),
         ("check", "validate params and exit"),
     ]:
-        sub.add_parser(name, help=text)
+        sub.add_parser(name, help=text, parents=[sets])
     for name, text in [
         ("train", "train one model (all seeds)"),
         ("evaluate", "evaluate one model"),
     ]:
-        p = sub.add_parser(name, help=text)
+        p = sub.add_parser(name, help=text, parents=[sets])
         p.add_argument("model")
-    p = sub.add_parser("run", help="the whole DAG as one Prefect flow run")
+    p = sub.add_parser("run", help="the whole DAG as one Prefect flow run", parents=[sets])
     p.add_argument("--no-record", action="store_true", help="do not `dvc commit` at the end")
     p = sub.add_parser("repro", help="`dvc repro` with one shared Prefect server")
+    p.add_argument("dvc_args", nargs=argparse.REMAINDER)
+    p = sub.add_parser("exp", help="`dvc exp run` (e.g. -S KEY=VALUE) with one shared server")
     p.add_argument("dvc_args", nargs=argparse.REMAINDER)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `msaflow` console command."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # `repro`/`exp` pass every further argument to dvc, options included (`exp -S a=b`):
+    # argparse's REMAINDER alone does not take an option as the first one.
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command not in ("repro", "exp"):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command in ("repro", "exp"):
+        args.dvc_args = [*extra, *args.dvc_args]
     try:
-        params = load_params(args.params)
+        over = parse_assignments(getattr(args, "overrides", [])) or None
+        params = load_params(args.params, over)
         if args.command == "check":
+            extra = f" with {len(over)} override(s)" if over else ""
             print(
-                f"{args.params}: valid (dataset {params.dataset.name}, models "
+                f"{args.params}{extra}: valid (dataset {params.dataset.name}, models "
                 f"{', '.join(params.train.models)})"
             )
             return 0
@@ -113,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ParamsError(f"{args.params}: models.{args.model}: no such model section")
         if args.command == "repro":
             return repro(args.dvc_args)
-        _stage(args.command, args)
+        if args.command == "exp":
+            return repro(args.dvc_args, ("exp", "run"))
+        _stage(args.command, args, over)
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,109 @@
+"""``-S KEY=VALUE`` for one run: the same overrides through the CLI and a Prefect flow run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from msaflow.cli import main as cli_main
+from msaflow.overrides import describe, parse_assignments
+from msaflow.params import ParamsError
+from tests.test_mmsa_pkl import make_pickle
+
+ROOT = Path(__file__).resolve().parents[1]
+MSAFLOW = Path(sys.executable).parent / "msaflow"
+# The smallest real run of one model on the pickle's 6 / 2 / 2 clips.
+QUICK = [
+    "dataset.source=mmsa_pkl",
+    "cache.variants=[unaligned]",
+    "train.models=[late_fusion]",
+    "train.seeds=[0]",
+    "train.max_epochs=2",
+    "train.patience=2",
+]
+
+
+def test_parse_assignments_reads_yaml_values() -> None:
+    got = parse_assignments([
+        "dataset.name=mosi", "cache.seq_len.audio=375", "dataset.label_range=[-1, 1]",
+        "extract.fail_fast=true", "dataset.pkl.file=null", "dataset.root=/data/a=b",
+        "dataset.csd.word_vectors=",
+    ])
+    assert got == {
+        "dataset.name": "mosi", "cache.seq_len.audio": 375, "dataset.label_range": [-1, 1],
+        "extract.fail_fast": True, "dataset.pkl.file": None, "dataset.root": "/data/a=b",
+        "dataset.csd.word_vectors": "",
+    }
+    assert describe(got).startswith("-S dataset.name=mosi -S cache.seq_len.audio=375")
+    assert describe(None) == ""
+
+
+@pytest.mark.parametrize("item", ["dataset.name", "=x", "dataset..name=x", "a.b=[1,"])
+def test_parse_assignments_errors_name_the_item(item: str) -> None:
+    with pytest.raises(ParamsError, match="-S"):
+        parse_assignments([item])
+
+
+def test_cli_validates_overrides(capsys: pytest.CaptureFixture[str]) -> None:
+    params = str(ROOT / "params.yaml")
+    assert cli_main(["--params", params, "check", "-S", "dataset.name=mosi"]) == 0
+    assert "dataset mosi" in capsys.readouterr().out
+    assert cli_main(["--params", params, "check", "-S", "dataset.nme=mosi"]) == 2
+    assert "dataset.nme" in capsys.readouterr().err
+    assert cli_main(["--params", params, "check", "-S", "train.seeds=seven"]) == 2
+    assert "train.seeds" in capsys.readouterr().err
+    # dvc repro has no -S: the message points at the command that has
+    assert cli_main(["--params", params, "repro", "-S", "dataset.name=x"]) == 2
+    assert "msaflow exp -S" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_cli_run_with_overrides_is_a_prefect_flow_run(tmp_path: Path) -> None:
+    """`msaflow run -S ...` runs another dataset to its reports, params.yaml untouched."""
+    from flows.common import prefect_server
+
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(ROOT / "params.yaml", work / "params.yaml")
+    before = (work / "params.yaml").read_text()
+    pkl = make_pickle(tmp_path / "MOSI" / "Processed" / "unaligned_50.pkl")
+    sets = ["dataset.name=mosi_pkl", f"dataset.root={pkl}", *QUICK]
+    args = [str(MSAFLOW), "run"]
+    for item in sets:
+        args += ["-S", item]
+    with prefect_server() as api_url:
+        env = {**os.environ, "PREFECT_API_URL": api_url, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+        runs = asyncio.run(_flow_run_parameters())
+
+    out = proc.stdout + proc.stderr
+    assert "not recorded in dvc.lock" in out
+    assert (work / "params.yaml").read_text() == before
+    metrics = json.loads((work / "reports/mosi_pkl/late_fusion/metrics.json").read_text())
+    assert {"MAE", "Corr"} <= set(metrics["test"])
+    assert "late_fusion" in (work / "reports/summary_mosi_pkl.md").read_text()
+    assert not (work / "data/processed/demo").exists()  # the demo was not needed
+    # The server saw one pipeline flow run whose parameters carry the overrides, and every
+    # stage subflow got them too: what a person sees (and could set) in the Prefect UI.
+    pipeline = [p for name, p in runs if name == "msaflow-pipeline"]
+    assert len(pipeline) == 1
+    assert pipeline[0]["overrides"]["dataset.name"] == "mosi_pkl"
+    stages = {name for name, p in runs if (p.get("overrides") or {}).get("dataset.name")}
+    assert {"ingest", "extract", "cache", "train", "evaluate", "report"} <= stages
+
+
+async def _flow_run_parameters() -> list[tuple[str, dict]]:
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        flows = {f.id: f.name for f in await client.read_flows()}
+        return [(flows[r.flow_id], r.parameters) for r in await client.read_flow_runs()]

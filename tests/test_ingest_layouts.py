@@ -433,3 +433,51 @@ def test_meld_end_to_end_reaches_hdf5(in_tmp: Path, media: dict[str, bytes]) -> 
         ids = [s.decode() for s in f["train/ids"][:]]
         assert ids == ["train_dia0$_$utt0", "train_dia0$_$utt1"]
         assert f["test/label_class"][:].tolist() == [6]
+
+
+def test_iemocap_end_to_end_cuts_turns_from_dialog_video(
+    in_tmp: Path, media: dict[str, bytes]
+) -> None:
+    """Each turn's window is cut out of the 2 s dialog avi: rows only inside it, from 0."""
+    from tasks import extract
+    from tasks.cache import build_cache
+    from tasks.csd import read_csd
+
+    turns = {
+        1: [_turn(1, 0, "neu", "0.2500", "0.9500"), _turn(1, 1, "ang", "1.0000", "1.8000")],
+        4: [_turn(4, 0, "sad")],
+        5: [_turn(5, 0, "hap")],
+    }
+    _make_iemocap(in_tmp, media, turns)
+    params = load_params(
+        ROOT / "params.yaml",
+        overrides={
+            "dataset.name": "t", "dataset.root": "raw", "dataset.layout": "iemocap",
+            "dataset.task": "classification", "extract.workers": 1,
+            "cache.variants": ["unaligned"],
+        },
+    )
+    paths = Paths.from_params(params, base=in_tmp)
+    build_manifest(params, paths)
+    summary = extract.run(params, paths)
+    assert summary["clips"] == 4 and not summary["failed_clips"], summary
+    hop, fps = params.extract.audio.hop_seconds, params.extract.vision.fps
+    first, second = "Ses01F_impro01$_$Ses01F_impro01_F000", "Ses01F_impro01$_$Ses01F_impro01_F001"
+    for name, rate in (("librosa", 1 / hop), ("facemesh", fps)):
+        with read_csd(paths.csd_dir / f"{name}.csd") as seq:
+            for cid, length in ((first, 0.7), (second, 0.8)):
+                feats, ivals = seq.get(cid)
+                assert ivals[0, 0] == pytest.approx(0.0, abs=1e-6), (name, cid)
+                assert ivals[-1, 1] <= length + 1.0 / rate + 1e-6, (name, cid, ivals[-1])
+                # about `rate` rows per second of the window, not of the 2 s dialog
+                assert abs(len(feats) - length * rate) <= 2, (name, cid, len(feats))
+    with read_csd(paths.csd_dir / "words.csd") as words:
+        got = [w.decode() for w in words.get(first)[0][:, 0]]
+        assert got == ["Words", "of", "F000"]  # punctuation is not a word
+    cache = build_cache(params, paths)
+    assert cache["clips"] == 4
+    with h5py.File(paths.h5("unaligned"), "r") as f:
+        assert json.loads(f.attrs["class_names"]) == list(IEMOCAP_4CLASS)
+        assert f["train/label_class"][:].tolist() == [
+            IEMOCAP_4CLASS.index("neutral"), IEMOCAP_4CLASS.index("angry")
+        ]

@@ -26,7 +26,7 @@ import pandas as pd
 from msaflow.io import atomic_path, file_digest, text_digest
 from msaflow.params import ExtractParams, Params
 from msaflow.paths import Paths
-from tasks import extract_audio, extract_egemaps, extract_text, extract_vision
+from tasks import extract_audio, extract_egemaps, extract_text, extract_vision, openface
 from tasks.csd import write_csd
 from tasks.media import ExtractError, MediaError, decode_audio, iter_frames, probe
 
@@ -83,7 +83,12 @@ def modality_params(modality: str, cfg: ExtractParams) -> dict[str, Any]:
     if modality == "audio":
         return cfg.audio.model_dump(mode="json")
     if modality == "vision":
-        return cfg.vision.model_dump(mode="json")
+        v = cfg.vision
+        if v.feature_set == "openface":
+            # max_side does not apply; the binary's identity does: another build recomputes
+            binary = openface.binary_identity(v.openface_bin or None)
+            return {"feature_set": v.feature_set, "fps": v.fps, "openface_binary": binary}
+        return {"feature_set": v.feature_set, "fps": v.fps, "max_side": v.max_side}
     if modality == "text":
         return {"tokenizer": cfg.text.tokenizer, "encoder": cfg.text.encoder}
     raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
@@ -166,6 +171,12 @@ def _compute(
                 samples, a.sample_rate, a.hop_seconds
             )
         arrays = {"features": feats, "intervals": ivals}
+    elif modality == "vision" and cfg.vision.feature_set == "openface":
+        v = cfg.vision
+        feats, ivals, names, warnings = openface.extract_openface(
+            clip.media, v.fps, clip.start, clip.end, v.openface_bin or None, v.openface_timeout
+        )
+        arrays = {"features": feats, "intervals": ivals}
     elif modality == "vision":
         v = cfg.vision
         frames = iter_frames(clip.media, v.fps, clip.start, clip.end, v.max_side)
@@ -189,7 +200,7 @@ def _compute(
 
 
 def _describe(err: BaseException) -> str:
-    if isinstance(err, (MediaError, ExtractError)):
+    if isinstance(err, (MediaError, ExtractError, openface.OpenFaceError)):
         return str(err)
     return f"{type(err).__name__}: {err}"  # unexpected: keep the type for the report
 
@@ -286,6 +297,8 @@ def _dimension_names(
         if feature_set == "egemaps":
             return extract_egemaps.feature_names(cfg.audio.sample_rate)
         return list(extract_audio.DIM_NAMES)
+    if feature_set == "openface":
+        return list(openface.DIM_NAMES)
     return list(extract_vision.DIM_NAMES)
 
 
@@ -296,6 +309,8 @@ _DESCRIPTIONS = {
     "librosa": "librosa 20 MFCC + zero-crossing rate + 12 chroma-CQT per hop",
     "egemaps": "openSMILE eGeMAPS v02 low-level descriptors, 10 ms hop",
     "facemesh": "MediaPipe Face Mesh: face flag, normalised landmark subset, expression",
+    "openface": "OpenFace 2 FeatureExtraction: face flag (success) + 709 gaze, pose, "
+    "landmark, shape and action unit columns; rows sampled at extract.vision.fps",
 }
 
 
@@ -442,6 +457,11 @@ def run(
 
         return mmsa_pkl.skip_extraction(params, paths)
     cfg = params.extract
+    if cfg.vision.feature_set == "openface":
+        try:  # once, up front: not the same error for every clip
+            openface.require_binary(cfg.vision.openface_bin)
+        except openface.OpenFaceError as err:
+            raise ExtractionFailed(str(err)) from None
     began = time.perf_counter()
     manifest = read_manifest(paths.manifest)
     rows = manifest.to_dict("records")

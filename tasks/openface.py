@@ -6,18 +6,34 @@ OpenFace is not packaged for pip and ships model files of its own, so it is neve
 ``", "``-separated names (a leading space on every name after the first); a frame where
 tracking failed has ``success`` 0 and meaningless numbers, so it becomes an explicit
 "no face" row (flag 0, zeros), as the facemesh extractor does, never a dropped one.
+
+``extract_openface`` is the ``extract.vision.feature_set: openface`` path of the extract
+stage: a clip with a time window is first cut (video only, native frame rate) into a
+temporary file, since OpenFace reads whole files; OpenFace tracks every native frame (its
+landmark tracking relies on neighbouring frames), and the rows are then sampled at
+``extract.vision.fps`` exactly as facemesh samples frames, so ``cache.seq_len.vision``
+covers the same seconds whichever vision feature set is chosen.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import subprocess
+import tempfile
+from contextlib import ExitStack
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 
+from tasks.extract_vision import NO_FACE_WARNING
+from tasks.media import MediaError, _check_window, _open, _seek, expected_samples, probe
+
 BINARY = "FeatureExtraction"
+PARAM = "extract.vision.openface_bin"
 # -2Dfp/-3Dfp landmarks, -pdmparams shape parameters, -pose head pose, -aus action units,
 # -gaze eye gaze: every block of the standard CSV (no HOG / aligned faces / tracked video).
 ARGS: tuple[str, ...] = ("-2Dfp", "-3Dfp", "-pdmparams", "-pose", "-aus", "-gaze")
@@ -48,9 +64,16 @@ class OpenFaceError(RuntimeError):
 def resolve_binary(binary: str | Path | None = None) -> Path:
     """The FeatureExtraction executable: ``binary`` if given, else the one on PATH."""
     if binary:
-        path = Path(binary)
+        path = Path(binary).expanduser()
+        if path.is_dir() and (path / BINARY).is_file():
+            raise OpenFaceError(
+                f"OpenFace binary {path} not found: it is a directory (did you mean "
+                f"{path / BINARY}?)"
+            )
         if not path.is_file():
             raise OpenFaceError(f"OpenFace binary {path} not found")
+        if not os.access(path, os.X_OK):
+            raise OpenFaceError(f"OpenFace binary {path} is not executable (chmod +x it)")
         return path
     found = shutil.which(BINARY)
     if found is None:
@@ -155,3 +178,143 @@ def _is_float(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def binary_identity(binary: str | Path | None = None) -> dict[str, object]:
+    """What names an OpenFace build in a cache key: resolved path, size and mtime."""
+    exe = resolve_binary(binary).resolve()
+    st = exe.stat()
+    return {"path": str(exe), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def require_binary(binary: str) -> Path:
+    """The stage's up-front check of ``extract.vision.openface_bin``; the error says the fix."""
+    try:
+        return resolve_binary(binary or None)
+    except OpenFaceError as err:
+        if binary:
+            problem = f"{PARAM} = {binary!r}: {err}"
+        else:
+            problem = (
+                f"{PARAM} is empty, so {BINARY} was looked for on PATH and is not there "
+                f"(PATH={os.environ.get('PATH', '')})"
+            )
+        raise OpenFaceError(
+            f"{problem}. extract.vision.feature_set: openface runs your own OpenFace 2 build "
+            "(github.com/TadasBaltrusaitis/OpenFace; not installable with pip). Fix: set "
+            f"{PARAM} to its {BINARY} executable (e.g. OpenFace/build/bin/{BINARY}), or put "
+            f"its folder on PATH and leave {PARAM} empty, or use "
+            "extract.vision.feature_set: facemesh"
+        ) from None
+
+
+def cut_video(
+    path: str | Path, start: float | None, end: float | None, out: str | Path
+) -> tuple[float, int]:
+    """Copy the frames of ``path`` shown in ``[start, end)`` to ``out`` (H.264, native rate).
+
+    Returns ``(first frame time - start, frames written)``; video only, re-encoded near
+    lossless (x264 CRF 18) so OpenFace sees what the source shows. Odd sizes lose one pixel
+    row/column (4:2:0 needs even sizes).
+    """
+    _check_window(path, start, end)
+    t_start = start or 0.0
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    first: float | None = None
+    written = 0
+    with _open(path) as src, ExitStack() as stack:
+        if not src.streams.video:
+            raise MediaError(f"{path}: no video stream")
+        stream = src.streams.video[0]
+        stream.thread_type = "AUTO"
+        rate = Fraction(stream.average_rate or stream.guessed_rate or 25).limit_denominator(1001)
+        _seek(src, stream, t_start)
+        enc = None
+        try:
+            for index, frame in enumerate(src.decode(stream)):
+                t = float(frame.time) if frame.time is not None else index / float(rate)
+                if t < t_start - 1e-6:
+                    continue  # decoded from the key frame before the window
+                if end is not None and t >= end:
+                    break
+                if enc is None:  # the output opens with the first frame: no empty files
+                    dst = stack.enter_context(av.open(str(out), mode="w", format="mp4"))
+                    enc = dst.add_stream(
+                        "libx264", rate=rate, options={"preset": "ultrafast", "crf": "18"}
+                    )
+                    enc.width = max(2, frame.width // 2 * 2)
+                    enc.height = max(2, frame.height // 2 * 2)
+                    enc.pix_fmt = "yuv420p"
+                    first = t
+                img = frame.reformat(width=enc.width, height=enc.height, format="yuv420p")
+                img.pts, img.time_base = written, 1 / rate
+                dst.mux(enc.encode(img))
+                written += 1
+        except av.FFmpegError as err:
+            if not written:
+                raise MediaError(f"{path}: cannot decode video ({err})") from None
+            # A truncated tail: OpenFace gets what decoded.
+        if enc is not None:
+            dst.mux(enc.encode(None))
+    if first is None:
+        window = f"[{t_start}, {end if end is not None else 'end'}] s"
+        raise MediaError(f"{path}: no decodable video frame in window {window}")
+    return first - t_start, written
+
+
+def sample_rows(
+    features: np.ndarray, times: np.ndarray, fps: float, stop: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows at ``k / fps < stop`` (at least one), each the row nearest in time, the earlier
+    on a tie (as ``media.iter_frames`` picks frames); intervals ``[k / fps, (k + 1) / fps]``."""
+    targets = np.arange(expected_samples(stop, fps)) / fps
+    right = np.searchsorted(times, targets, side="left").clip(max=len(times) - 1)
+    left = (right - 1).clip(min=0)
+    pick = np.where(np.abs(times[left] - targets) <= np.abs(times[right] - targets), left, right)
+    return features[pick], np.stack([targets, targets + 1.0 / fps], axis=1)
+
+
+def extract_openface(
+    media: str | Path,
+    fps: float,
+    start: float | None = None,
+    end: float | None = None,
+    binary: str | Path | None = None,
+    timeout: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """``(features (n, 710) float32, intervals (n, 2), names, warnings)`` of one clip.
+
+    Rows are sampled at ``fps``; times are seconds from ``start``, as for facemesh rows.
+    Everything OpenFace writes stays in a temporary directory.
+    """
+    if fps <= 0:
+        raise MediaError(f"{media}: sampling fps must be positive, got {fps}")
+    windowed = bool(start) or end is not None
+    where = str(media)
+    if windowed:
+        where += f" [{start or 0.0}, {end if end is not None else 'end'}] s"
+    warnings: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="msaflow-openface-") as tmp:
+        if windowed:
+            video = Path(tmp) / "window" / f"{Path(media).stem}.mp4"
+            lead, n_frames = cut_video(media, start, end, video)
+        else:
+            if not probe(media).has_video:
+                raise MediaError(f"{media}: no video stream")
+            video, lead, n_frames = Path(media), 0.0, 0
+        try:
+            csv_path = run_feature_extraction(video, Path(tmp) / "out", binary, timeout)
+            feats, ivals, names = parse_csv(csv_path)
+        except OpenFaceError as err:
+            raise OpenFaceError(f"{where}: {err}") from None
+    if n_frames and len(feats) < n_frames:
+        warnings.append(f"OpenFace wrote rows for {len(feats)} of the {n_frames} frames")
+    times = ivals[:, 0] + lead
+    stop = ivals[-1, 1] + lead
+    if end is not None:
+        stop = min(stop, end - (start or 0.0))
+    rows, intervals = sample_rows(feats, times, fps, stop)
+    if not feats[:, 0].any():
+        warnings.append(NO_FACE_WARNING)
+    return rows, intervals, names, warnings

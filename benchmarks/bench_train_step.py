@@ -22,12 +22,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the synthetic cache builder lives in tests/
 
 
-def _time_model(name: str, arch: dict, h5: Path, device: str, batch: int, steps: int) -> float:
+def _time_model(name: str, config: object, h5: Path, device: str, batch: int, steps: int) -> float:
     from models import registry
     from tasks.dataset import H5Dataset, collate, read_spec
 
     spec = read_spec(h5)
-    model = registry.build(name, spec, registry.build_config(name, arch)).to(device)
+    model = registry.build(name, spec, config).to(device)
     model.train()
     opt = torch.optim.AdamW(model.param_groups(1e-3), lr=1e-4)
     loader = DataLoader(H5Dataset(h5, "train"), batch_size=batch, shuffle=True, collate_fn=collate)
@@ -54,8 +54,8 @@ def _time_model(name: str, arch: dict, h5: Path, device: str, batch: int, steps:
 
 def main() -> None:
     """Print step times per model and device."""
-    from models import registry
     from msaflow.params import load_params
+    from tasks.train import resolve_model
     from tests.synthetic import make_h5
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -83,10 +83,11 @@ def main() -> None:
                 seq_len=lengths,
             )
         for name in names:
-            train, arch = registry.split_params(params.model_params(name))
-            h5 = files[train.get("variant", "unaligned")]
+            # the settings training uses: train.* < the model's preset < models.<name>
+            settings, config = resolve_model(params, name)
+            h5 = files[settings.variant]
             for device in devices:
-                rows.append((name, device, _time_model(name, arch, h5, device, args.batch,
+                rows.append((name, device, _time_model(name, config, h5, device, args.batch,
                                                        args.steps)))
     ref = {d: t for name, d, t in rows if name == "late_fusion"}
     print(f"\ntraining step (batch {args.batch}, mean of {args.steps} steps, "

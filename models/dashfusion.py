@@ -19,7 +19,7 @@ from einops import rearrange
 from torch import nn
 from torch.utils.data import default_collate
 
-from models.base import TRAIN_KEYS, DataSpec, MSAModel, masked_mean
+from models.base import DataSpec, MSAModel, masked_mean
 from models.layers import CrossBlock, FeedForward, SequenceEncoder, TransformerBlock
 from models.registry import register
 
@@ -96,8 +96,10 @@ class DashFusionConfig:
 
 # --------------------------------------------------------------------------- presets
 
-# Trainer keys (lr, batch_size, …) and architecture keys per dataset, from the authors'
-# config.py (epochs from its comments: 100 for MOSI/SIMS, 125 for MOSEI).
+# Trainer keys (lr, batch_size, …) and architecture keys per dataset preset
+# (msaflow/presets.py), from the authors' config.py (epochs from its comments: 100 for
+# MOSI/SIMS, 125 for MOSEI). `models.dashfusion.preset: auto` picks the dataset's entry; the
+# trainer puts it over train.* and under the keys written in models.dashfusion.
 _PRESETS: dict[str, dict[str, Any]] = {
     "mosi": {
         "lr": 5e-5, "batch_size": 16, "warmup_epochs": 10, "max_epochs": 100,
@@ -444,12 +446,9 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 class DashFusion(MSAModel):
     """DashFusion: fine-tuned text encoder, audio/vision Transformers, alignment, HBF, MLP."""
 
-    # Architecture part of each preset, for the trainer's ``models.dashfusion.preset`` key
-    # (its trainer part — lr, batch size, epochs — is in ``preset(name)``).
-    presets: ClassVar[dict[str, dict[str, Any]]] = {
-        name: {k: v for k, v in values.items() if k not in TRAIN_KEYS}
-        for name, values in _PRESETS.items()
-    }
+    # Every preset, trainer and architecture keys together, for ``models.dashfusion.preset``
+    # (tasks/train.py splits them with registry.split_params).
+    presets: ClassVar[dict[str, dict[str, Any]]] = _PRESETS
 
     def __init__(self, spec: DataSpec, config: DashFusionConfig | None = None) -> None:
         super().__init__(spec)

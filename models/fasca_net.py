@@ -30,7 +30,7 @@ the end of the sequence, so eval outputs do not depend on padded content or batc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -93,8 +93,10 @@ class FascaNetConfig:
             raise ValueError(f"{where}.loss: expected 'l1' or 'mse', got {self.loss!r}")
 
 
-# Per-dataset settings: the authors' README commands (lr, batch, epochs) for the benchmarks;
-# demo is shrunk so 2 seeds train in a few CPU minutes on ~120 clips.
+# Per-dataset-preset settings (msaflow/presets.py): the authors' README commands (lr, batch,
+# epochs) for the benchmarks; demo is shrunk so 2 seeds train in a few CPU minutes on ~120
+# clips. `models.fasca_net.preset: auto` picks the dataset's entry (with preset()'s base);
+# the trainer puts it over train.* and under the keys written in models.fasca_net.
 _PRESETS: dict[str, dict[str, Any]] = {
     "mosi": {"lr": 2e-4, "batch_size": 32, "max_epochs": 50},
     "mosei": {"lr": 2e-4, "batch_size": 32, "max_epochs": 50},
@@ -367,6 +369,9 @@ class SafeBatchNorm1d(nn.BatchNorm1d):
 @register("fasca_net", FascaNetConfig)
 class FascaNet(MSAModel):
     """FASCA-Net on frozen word features (text), audio and vision sequences."""
+
+    # Every preset, trainer and architecture keys together, for ``models.fasca_net.preset``.
+    presets: ClassVar[dict[str, dict[str, Any]]] = {name: preset(name) for name in _PRESETS}
 
     def __init__(self, spec: DataSpec, config: FascaNetConfig) -> None:
         super().__init__(spec)

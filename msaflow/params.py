@@ -7,6 +7,8 @@ stage.
 
 from __future__ import annotations
 
+import copy
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +21,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from msaflow import presets
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -78,6 +82,9 @@ class PklSourceParams(_Section):
 
 class DatasetParams(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    # The preset (msaflow/presets.py) that filled this section's `auto` keys; params.yaml
+    # may say auto (= the preset named like dataset.name, else generic); resolved here.
+    preset: str = presets.GENERIC
     source: Literal["raw", "csd", "mmsa_pkl"] = "raw"
     root: Path
     layout: Literal["mmsa", "meld", "iemocap", "folder"] = "mmsa"
@@ -94,6 +101,13 @@ class DatasetParams(_Section):
     def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
         if v[0] >= v[1]:
             raise ValueError(f"expected [low, high] with low < high, got {list(v)}")
+        return v
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str) -> str:
+        if v not in presets.PRESETS:
+            raise ValueError(f"unknown preset {v!r}; expected one of {presets.known()}")
         return v
 
     @model_validator(mode="after")
@@ -164,9 +178,13 @@ class AudioParams(_Section):
 
 
 class VisionParams(_Section):
-    feature_set: Literal["facemesh"] = "facemesh"
-    fps: float = Field(gt=0, le=60)
-    max_side: int = Field(ge=64)
+    feature_set: Literal["facemesh", "openface"] = "facemesh"
+    fps: float = Field(gt=0, le=60)  # rows per second, both feature sets
+    max_side: int = Field(ge=64)  # facemesh only: OpenFace sees the video as it is
+    # openface: the FeatureExtraction executable ("" = find FeatureExtraction on PATH),
+    # and the seconds one clip may run before it is reported as failed.
+    openface_bin: str = ""
+    openface_timeout: float = Field(600.0, gt=0)
 
 
 class TextParams(_Section):
@@ -213,6 +231,9 @@ class TrainParams(_Section):
     weight_decay: float = Field(ge=0)
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     num_workers: int = Field(ge=0)
+    # Cross-entropy class weights (classification): none | balanced (inverse class frequency
+    # of the train split, mean 1; tasks/train.py) | one non-negative weight per class.
+    class_weights: str | tuple[float, ...] = "none"
 
     @field_validator("models", "seeds")
     @classmethod
@@ -220,6 +241,23 @@ class TrainParams(_Section):
         if not v:
             raise ValueError("expected a non-empty list")
         return v
+
+    @field_validator("class_weights", mode="before")
+    @classmethod
+    def _weights(cls, v: Any) -> str | tuple[float, ...]:
+        if v is None or v == "none":
+            return "none"
+        if v == "balanced":
+            return v
+        numeric = isinstance(v, list | tuple) and all(
+            isinstance(w, int | float) and not isinstance(w, bool) for w in v
+        )
+        if not numeric or not v or not all(math.isfinite(w) and w >= 0 for w in v) or not any(v):
+            raise ValueError(
+                "expected none | balanced | a list of non-negative weights, one per class "
+                f"(not all 0), got {v!r}"
+            )
+        return tuple(float(w) for w in v)
 
 
 class EvaluateParams(_Section):
@@ -243,6 +281,16 @@ class Params(_Section):
         missing = [m for m in self.train.models if m not in self.models]
         if missing:
             raise ValueError(f"train.models names {missing} but models has no section for them")
+        return self
+
+    @model_validator(mode="after")
+    def _class_weights_need_classes(self) -> Params:
+        if self.train.class_weights != "none" and self.dataset.task != "classification":
+            raise ValueError(
+                f"train.class_weights: {self.train.class_weights!r} weights the classes of a "
+                f"classification dataset, but dataset.task is {self.dataset.task!r}; "
+                "expected none"
+            )
         return self
 
     def stream_feature_sets(self) -> dict[str, str]:
@@ -274,12 +322,49 @@ def _format_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def resolve_presets(raw: dict[str, Any], source: str = "params") -> dict[str, Any]:
+    """A copy of ``raw`` with every ``auto`` of a preset-covered key set by the dataset preset.
+
+    The preset is ``dataset.preset`` (``auto``: the one named like ``dataset.name``, else
+    ``generic``); its resolved name is written back there. An ``auto`` the preset has no
+    value for is removed, so the key's schema default applies. Other values are kept.
+    """
+    dataset = raw.get("dataset")
+    if not isinstance(dataset, dict):
+        return raw  # validation names the missing section
+    raw = copy.deepcopy(raw)
+    dataset = raw["dataset"]
+    choice = dataset.get("preset", presets.AUTO)
+    try:
+        name = presets.preset_name(dataset.get("name"), choice)
+    except KeyError:
+        raise ParamsError(
+            f"{source}: dataset.preset: unknown preset {choice!r}; expected auto or one of "
+            f"{presets.known()}"
+        ) from None
+    dataset["preset"] = name
+    values = presets.PRESETS[name].values
+    for key in presets.COVERED:
+        *parents, leaf = key.split(".")
+        node: Any = raw
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or node.get(leaf) != presets.AUTO:
+            continue
+        if key in values:
+            node[leaf] = copy.deepcopy(values[key])
+        else:
+            del node[leaf]
+    return raw
+
+
 def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
-    """Validate a params mapping; raise ParamsError naming every bad key."""
+    """Resolve presets and validate a params mapping; raise ParamsError naming every bad key."""
     if not isinstance(raw, dict):
         raise ParamsError(
             f"{source}: expected a mapping at the top level, got {type(raw).__name__}"
         )
+    raw = resolve_presets(raw, source)
     try:
         return Params.model_validate(raw)
     except ValidationError as err:

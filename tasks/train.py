@@ -5,6 +5,9 @@ with everything `evaluate` and `predict` need to rebuild the model) and DVCLive 
 ``reports/<ds>/<model>/train/seed<k>/``. A killed run resumes from Lightning's ``last.ckpt``
 in ``work/seed<k>/``; a seed whose checkpoint exists with the same params hash is skipped.
 Model selection uses the validation split only; the test split is never opened here.
+
+A model's settings stack up as ``train.*`` < its preset (``models.<name>.preset``; ``auto`` =
+the model's entry for ``dataset.preset``) < the keys written in ``models.<name>``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import h5py
 import lightning as L
 import numpy as np
 import torch
@@ -29,10 +33,11 @@ from torch.utils.data import DataLoader
 
 from models import registry
 from models.base import DataSpec, MSAModel
+from msaflow import presets as dataset_presets
 from msaflow.io import atomic_path, text_digest
 from msaflow.params import Params, ParamsError
 from msaflow.paths import Paths
-from tasks.dataset import H5Dataset, collate, read_spec
+from tasks.dataset import CacheFormatError, H5Dataset, collate, read_spec
 from tasks.metrics import (
     classification_metrics,
     regression_metrics,
@@ -45,7 +50,7 @@ CKPT_FORMAT = 1
 
 @dataclasses.dataclass(frozen=True)
 class TrainerSettings:
-    """The trainer keys of one ``models.<name>`` section, with ``train`` defaults filled in."""
+    """The trainer keys of one ``models.<name>`` section over its preset and ``train.*``."""
 
     variant: str
     lr: float
@@ -54,7 +59,7 @@ class TrainerSettings:
     patience: int
     weight_decay: float
     warmup_epochs: int = 0
-    preset: str | None = None
+    preset: str | None = None  # the model preset applied (None: none)
 
 
 # key → (type, lower bound, bound inclusive?) for the numeric trainer keys
@@ -68,10 +73,55 @@ _NUMERIC = {
 }
 
 
-def trainer_settings(params: Params, model_name: str, raw: dict[str, Any]) -> TrainerSettings:
-    """Validate a model's trainer keys (ParamsError names ``models.<name>.<key>``)."""
+# Values of ``models.<name>.preset`` that apply no preset.
+NO_PRESET = (None, "none")
+
+
+def model_section(params: Params, model_name: str) -> tuple[dict[str, Any], str | None]:
+    """``models.<name>`` over its preset's keys, and the preset's name (None: no preset)."""
+    where = f"models.{model_name}"
+    raw = params.model_params(model_name)
+    choice = raw.pop("preset", dataset_presets.AUTO)
+    cls, _ = registry.lookup(model_name)
+    available: dict[str, dict[str, Any]] = getattr(cls, "presets", {}) or {}
+    if choice == dataset_presets.AUTO:
+        name = dataset_presets.model_preset(params.dataset.preset)
+        name = name if name in available else None  # no entry for this dataset: none
+    elif choice in NO_PRESET:
+        name = None
+    elif not isinstance(choice, str):
+        raise ParamsError(f"{where}.preset: expected a preset name, auto or none, got {choice!r}")
+    elif choice not in available:
+        raise ParamsError(
+            f"{where}.preset: unknown preset {choice!r}; expected auto, none or one of "
+            f"{sorted(available)}"
+        )
+    else:
+        name = choice
+    if name is None:
+        return raw, None
+    return {**available[name], **raw}, name
+
+
+def trainer_settings(
+    params: Params,
+    model_name: str,
+    raw: dict[str, Any],
+    preset: str | None = None,
+    from_preset: frozenset[str] = frozenset(),
+) -> TrainerSettings:
+    """Validate a model's trainer keys (ParamsError names ``models.<name>.<key>``).
+
+    ``from_preset`` names the keys whose value came from ``preset``, so an error says so.
+    """
     where = f"models.{model_name}"
     t = params.train
+
+    def origin(key: str) -> str:
+        if key not in from_preset:
+            return ""
+        return f" (from preset {preset!r}; set {where}.{key} to override)"
+
     default_variant = "unaligned" if "unaligned" in params.cache.variants else None
     values: dict[str, Any] = {
         "variant": default_variant or params.cache.variants[0],
@@ -81,7 +131,7 @@ def trainer_settings(params: Params, model_name: str, raw: dict[str, Any]) -> Tr
         "patience": t.patience,
         "weight_decay": t.weight_decay,
         "warmup_epochs": 0,
-        "preset": None,
+        "preset": preset,
     }
     for key, value in raw.items():
         if key in _NUMERIC:
@@ -93,42 +143,102 @@ def trainer_settings(params: Params, model_name: str, raw: dict[str, Any]) -> Tr
                 bound = f">= {low}" if inclusive else f"> {low}"
                 raise ParamsError(
                     f"{where}.{key}: expected {kind.__name__} {bound}, got {value!r}"
+                    + origin(key)
                 )
         elif key == "variant":
             if value not in params.cache.variants:
                 raise ParamsError(
                     f"{where}.variant: {value!r} is not cached "
-                    f"(cache.variants = {list(params.cache.variants)})"
+                    f"(cache.variants = {list(params.cache.variants)})" + origin(key)
                 )
         elif key == "preset":
-            if value is not None and not isinstance(value, str):
-                raise ParamsError(f"{where}.preset: expected a preset name, got {value!r}")
+            raise ParamsError(f"{where}.preset: resolve it with model_section() first")
         values[key] = value
     if values["warmup_epochs"] >= values["max_epochs"]:
         raise ParamsError(
             f"{where}.warmup_epochs: {values['warmup_epochs']} must be < max_epochs "
-            f"({values['max_epochs']})"
+            f"({values['max_epochs']})" + origin("warmup_epochs") + origin("max_epochs")
         )
     return TrainerSettings(**values)
 
 
-def model_config(model_name: str, arch: dict[str, Any], preset: str | None) -> Any:
-    """The validated config dataclass; a preset's values sit under the explicit params."""
-    cls, _ = registry.lookup(model_name)
-    if preset is not None:
-        presets: dict[str, dict[str, Any]] = getattr(cls, "presets", {}) or {}
-        if preset not in presets:
-            raise ParamsError(
-                f"models.{model_name}.preset: unknown preset {preset!r}; "
-                f"available: {sorted(presets)}"
-            )
-        arch = {**presets[preset], **arch}
+def model_config(model_name: str, arch: dict[str, Any]) -> Any:
+    """The validated config dataclass of a model's architecture keys (preset included)."""
     try:
         return registry.build_config(model_name, arch)
     except ParamsError:
         raise
     except (TypeError, ValueError) as err:  # __post_init__ checks say "<key>: ..."
         raise ParamsError(f"models.{model_name}.{err}") from None
+
+
+def resolve_model(params: Params, model_name: str) -> tuple[TrainerSettings, Any]:
+    """A model's trainer settings and config: train.* < its preset < ``models.<name>``."""
+    if model_name not in params.models:
+        raise ParamsError(f"models.{model_name}: no such model section in params")
+    section, preset = model_section(params, model_name)
+    written = set(params.model_params(model_name))
+    from_preset = frozenset(k for k in section if k not in written)
+    trainer_raw, arch = registry.split_params(section)
+    settings = trainer_settings(params, model_name, trainer_raw, preset, from_preset)
+    return settings, model_config(model_name, arch)
+
+
+def balanced_class_weights(
+    labels: np.ndarray, class_names: list[str], source: str
+) -> list[float]:
+    """Inverse class frequency of ``labels`` (-1 skipped), mean 1 over the classes present."""
+    # A class absent from ``labels`` gets weight 0 (it cannot be learnt) and a warning.
+    n = len(class_names)
+    known = np.asarray(labels, dtype=np.int64)
+    known = known[known >= 0]
+    if known.size == 0:
+        raise ValueError(f"{source}: no known label_class; train.class_weights: balanced "
+                         "needs class labels in the train split")
+    if known.max() >= n:
+        raise CacheFormatError(
+            f"{source}: label_class {int(known.max())} outside the {n} classes {class_names}"
+        )
+    counts = np.bincount(known, minlength=n)
+    present = counts > 0
+    weights = np.zeros(n)
+    weights[present] = 1.0 / counts[present]
+    weights[present] *= present.sum() / weights[present].sum()  # mean 1 over present classes
+    if not present.all():
+        absent = [class_names[c] for c in np.flatnonzero(~present)]
+        warnings.warn(
+            f"{source}: train.class_weights: balanced: no train clip of class(es) {absent}; "
+            "their weight is 0",
+            stacklevel=2,
+        )
+    return [float(w) for w in weights]
+
+
+def class_weights(params: Params, h5: Path, spec: DataSpec) -> list[float] | None:
+    """``train.class_weights`` for this cache: None, train-split balanced, or the list."""
+    choice = params.train.class_weights
+    if choice == "none":
+        return None
+    if spec.task != "classification":
+        raise ParamsError(
+            f"train.class_weights: {choice!r} needs a classification cache; {h5} holds "
+            f"task {spec.task!r}"
+        )
+    names = list(spec.extra.get("class_names") or [])
+    if len(names) != spec.num_classes:
+        names = [f"class{c}" for c in range(spec.num_classes)]
+    if choice == "balanced":
+        with h5py.File(h5, "r") as f:
+            if "train/label_class" not in f:
+                raise CacheFormatError(f"{h5}: train/label_class is missing")
+            labels = f["train/label_class"][()]
+        return balanced_class_weights(labels, names, f"{h5} train split")
+    if len(choice) != spec.num_classes:
+        raise ParamsError(
+            f"train.class_weights: expected {spec.num_classes} weights, one per class of "
+            f"{h5} ({names}), got {len(choice)}: {list(choice)}"
+        )
+    return [float(w) for w in choice]
 
 
 def resolve_accelerator(choice: str) -> str:
@@ -276,15 +386,21 @@ class MSAModule(L.LightningModule):
 def params_hash(
     model_name: str, config: Any, settings: TrainerSettings, seed: int, spec: DataSpec
 ) -> str:
-    """What makes a seed's checkpoint current: model, config, trainer, seed and data."""
-    return text_digest(
+    """What makes a seed's checkpoint current: model, config, trainer, seed, data, loss."""
+    parts: list[Any] = [
         model_name,
         dataclasses.asdict(config),
-        dataclasses.asdict(settings),
+        # The preset's name is a label: its values are in settings and config, so the same
+        # values typed out or taken from a preset are the same run.
+        dataclasses.asdict(dataclasses.replace(settings, preset=None)),
         seed,
         spec.extra.get("input_hash"),
         CKPT_FORMAT,
-    )
+    ]
+    weights = spec.extra.get("class_weights")
+    if weights is not None:  # only weighted runs add a part: unweighted hashes stay as they were
+        parts.append({"class_weights": [float(w) for w in weights]})
+    return text_digest(*parts)
 
 
 def _loader(ds: H5Dataset, batch_size: int, shuffle: bool, workers: int, seed: int) -> DataLoader:
@@ -460,11 +576,7 @@ def train_seed(
 
 def train_model(params: Params, paths: Paths, model_name: str) -> dict[str, Any]:
     """Train ``model_name`` once per seed in ``params.train.seeds``; return a summary."""
-    if model_name not in params.models:
-        raise ParamsError(f"models.{model_name}: no such model section in params")
-    trainer_raw, arch = registry.split_params(params.model_params(model_name))
-    settings = trainer_settings(params, model_name, trainer_raw)
-    config = model_config(model_name, arch, settings.preset)
+    settings, config = resolve_model(params, model_name)
     h5 = paths.h5(settings.variant)
     if not h5.is_file():
         raise FileNotFoundError(
@@ -474,6 +586,15 @@ def train_model(params: Params, paths: Paths, model_name: str) -> dict[str, Any]
     spec = read_spec(h5)
     if spec.variant != settings.variant:
         raise ValueError(f"{h5}: holds variant {spec.variant!r}, expected {settings.variant!r}")
+    weights = class_weights(params, h5, spec)
+    if weights is not None:  # read by MSAModel.task_loss; part of the params hash
+        spec = dataclasses.replace(spec, extra={**spec.extra, "class_weights": weights})
+    print(
+        f"[{model_name}] dataset preset {params.dataset.preset}, model preset "
+        f"{settings.preset or 'none'}, {settings.variant}"
+        + (f", class weights {[round(w, 3) for w in weights]}" if weights else ""),
+        flush=True,
+    )
     metric, _ = selection_metric(spec.task)
     summary: dict[str, Any] = {
         "model": model_name,
@@ -544,7 +665,11 @@ def load_checkpoint(path: str | Path) -> tuple[MSAModel, dict[str, Any]]:
 __all__ = [
     "MSAModule",
     "TrainerSettings",
+    "balanced_class_weights",
+    "class_weights",
     "load_checkpoint",
+    "model_section",
+    "resolve_model",
     "train_model",
     "trainer_settings",
 ]

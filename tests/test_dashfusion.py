@@ -250,9 +250,12 @@ def test_param_groups_and_presets(reg_model: DashFusion) -> None:
     lrs = {g.get("lr") for g in fast.param_groups(1e-3)}
     assert lrs == {None, 1e-3}
     assert preset("MOSEI")["hbf_depth"] == 3 and preset("mosi")["lr"] == 5e-5
-    # The trainer merges DashFusion.presets[name] into the architecture keys.
-    assert DashFusion.presets["mosei"] == {"encoder_layers": 4, "hbf_depth": 3}
-    assert registry.build_config("dashfusion", dict(DashFusion.presets["demo"])).head_lr == 5e-4
+    # DashFusion.presets holds trainer and architecture keys; the trainer splits them.
+    assert DashFusion.presets["mosei"] == preset("mosei")
+    train, arch = registry.split_params(DashFusion.presets["mosei"])
+    assert arch == {"encoder_layers": 4, "hbf_depth": 3} and train["batch_size"] == 8
+    _, demo_arch = registry.split_params(DashFusion.presets["demo"])
+    assert registry.build_config("dashfusion", demo_arch).head_lr == 5e-4
     with pytest.raises(ParamsError, match="no preset"):
         preset("nope")
     with pytest.raises(ParamsError, match="pair_source"):

@@ -74,3 +74,18 @@ def test_override_and_missing_file(tmp_path: Path) -> None:
     bad.write_text("seed: [unclosed\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_vision_openface_keys(raw: dict) -> None:
+    vision = parse_params(raw).extract.vision
+    assert (vision.openface_bin, vision.openface_timeout) == ("", 600.0)  # "" = on PATH
+    set_dotted(raw, "extract.vision.feature_set", "openface")
+    set_dotted(raw, "extract.vision.openface_bin", "/opt/OpenFace/build/bin/FeatureExtraction")
+    vision = parse_params(raw).extract.vision
+    assert vision.feature_set == "openface" and vision.openface_bin.endswith("Extraction")
+    for key, value in [("feature_set", "openfce"), ("openface_timeout", 0),
+                       ("openface_bin", 5), ("openface_binary", "x")]:
+        bad = copy.deepcopy(raw)
+        set_dotted(bad, f"extract.vision.{key}", value)
+        with pytest.raises(ParamsError, match=rf"extract\.vision\.{key}"):
+            parse_params(bad)

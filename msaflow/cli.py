@@ -2,6 +2,7 @@
 
 msaflow demo | ingest | extract | cache       data stages
 msaflow train MODEL | evaluate MODEL | report model stages
+msaflow predict VIDEO... --model MODEL        a trained model's sentiment of new videos
 msaflow run                                   the whole DAG as one Prefect flow run
 msaflow repro [DVC ARGS...]                   `dvc repro` with one shared Prefect server
 msaflow exp [DVC ARGS...]                     `dvc exp run` (takes -S) with one shared server
@@ -55,6 +56,14 @@ def _stage(name: str, args: argparse.Namespace, over: dict | None) -> object:
         from flows.evaluate import report_flow
 
         return report_flow(args.params, over)
+    if name == "predict":
+        from flows.predict import predict_flow
+
+        return predict_flow(
+            args.model, args.videos, checkpoint=args.checkpoint, text=args.text,
+            transcripts=args.transcripts, out=args.out, params_path=args.params,
+            overrides=over,
+        )
     if name == "run":
         from flows.pipeline import pipeline
 
@@ -106,6 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
     ]:
         p = sub.add_parser(name, help=text, parents=[sets])
         p.add_argument("model")
+    p = sub.add_parser("predict", help="a trained model's sentiment of your videos → JSON",
+                       parents=[sets])
+    p.add_argument("videos", nargs="+", metavar="VIDEO")
+    p.add_argument("--model", required=True, help="the trained model (e.g. fasca_net)")
+    p.add_argument("--checkpoint", default=None,
+                   help="a seed<k>.ckpt or its folder (default: every seed of --model "
+                        "trained on the params' dataset)")
+    p.add_argument("--text", default=None, help="the transcript (one video)")
+    p.add_argument("--transcripts", default=None, metavar="CSV",
+                   help="transcripts: columns path (or clip_id = file name stem) and text")
+    p.add_argument("--out", default="predictions.json", help="JSON written (predictions.json)")
     p = sub.add_parser("run", help="the whole DAG as one Prefect flow run", parents=[sets])
     p.add_argument("--no-record", action="store_true", help="do not `dvc commit` at the end")
     p = sub.add_parser("repro", help="`dvc repro` with one shared Prefect server")
@@ -131,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             extra = f" with {len(over)} override(s)" if over else ""
             print(
-                f"{args.params}{extra}: valid (dataset {params.dataset.name}, models "
+                f"{args.params}{extra}: valid (dataset {params.dataset.name}, preset "
+                f"{params.dataset.preset}, models "
                 f"{', '.join(params.train.models)})"
             )
             return 0
@@ -141,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
             return repro(args.dvc_args)
         if args.command == "exp":
             return repro(args.dvc_args, ("exp", "run"))
-        _stage(args.command, args, over)
+        result = _stage(args.command, args, over)
+        if args.command == "predict" and result["videos"] == result["failed"]:
+            return 1  # every video failed; their errors are in the table and the JSON
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

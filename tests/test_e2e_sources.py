@@ -85,10 +85,8 @@ def test_dvc_exp_run_meld_csd_and_mmsa_pkl(tmp_path: Path) -> None:
     env = _commit_copy(repo)
 
     runs = {
-        "meld": [
-            "dataset.name=meld", "dataset.layout=meld", "dataset.task=classification",
-            f"dataset.root={meld}",
-        ],
+        # the meld preset sets layout meld and task classification: the name is enough
+        "meld": ["dataset.name=meld", f"dataset.root={meld}"],
         "mosi": ["dataset.name=mosi", "dataset.source=csd", f"dataset.root={mosi_csd}"],
         "mosi_pkl": [
             "dataset.name=mosi_pkl", "dataset.source=mmsa_pkl", f"dataset.root={pkl}",

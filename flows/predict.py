@@ -1,0 +1,56 @@
+"""`predict`: a trained model's sentiment of new videos → JSON (not a DVC stage)."""
+
+from __future__ import annotations
+
+import sys
+
+from prefect import flow, task
+
+from flows.common import load, publish_markdown
+from tasks import predict
+
+
+@task(name="predict-videos")
+def predict_task(
+    params_path: str,
+    model: str,
+    videos: list[str],
+    checkpoint: str | None = None,
+    text: str | None = None,
+    transcripts: str | None = None,
+    out: str = "predictions.json",
+    overrides: dict | None = None,
+) -> dict:
+    """Extract, build the model input as the cache does, score with every seed; write ``out``."""
+    params, paths = load(params_path, overrides)
+    return predict.predict_videos(
+        params, paths, model, videos,
+        checkpoint=checkpoint, text=text, transcripts=transcripts, out=out,
+    )
+
+
+@flow(name="predict", flow_run_name="predict-{model}", log_prints=True)
+def predict_flow(
+    model: str,
+    videos: list[str],
+    checkpoint: str | None = None,
+    text: str | None = None,
+    transcripts: str | None = None,
+    out: str = "predictions.json",
+    params_path: str = "params.yaml",
+    overrides: dict | None = None,
+) -> dict:
+    """Sentiment of ``videos`` from ``model``'s checkpoints, written to ``out``."""
+    doc = predict_task(
+        params_path, model, videos, checkpoint, text, transcripts, out, overrides
+    )
+    publish_markdown(
+        f"predict-{model}",
+        "```\n" + predict.format_table(doc["predictions"]) + "\n```\n",
+        description=f"Predictions of {model} ({out})",
+    )
+    return doc
+
+
+if __name__ == "__main__":
+    predict_flow(sys.argv[1], sys.argv[2:])

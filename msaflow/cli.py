@@ -5,6 +5,8 @@ msaflow train MODEL | evaluate MODEL | report model stages
 msaflow predict VIDEO... --model MODEL        a trained model's sentiment of new videos
 msaflow run                                   the whole DAG as one Prefect flow run
 msaflow repro [DVC ARGS...]                   `dvc repro` with one shared Prefect server
+msaflow retrain [--min-delta X]               `dvc repro`, then promote challengers that beat
+                                              their champion on valid (flows/retrain.py)
 msaflow exp [DVC ARGS...]                     `dvc exp run` (takes -S) with one shared server
 msaflow check                                 validate params.yaml and exit
 
@@ -64,6 +66,10 @@ def _stage(name: str, args: argparse.Namespace, over: dict | None) -> object:
             transcripts=args.transcripts, out=args.out, params_path=args.params,
             overrides=over,
         )
+    if name == "retrain":
+        from flows.retrain import retrain_flow
+
+        return retrain_flow(args.params, min_delta=args.min_delta, models=args.models)
     if name == "run":
         from flows.pipeline import pipeline
 
@@ -128,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="predictions.json", help="JSON written (predictions.json)")
     p = sub.add_parser("run", help="the whole DAG as one Prefect flow run", parents=[sets])
     p.add_argument("--no-record", action="store_true", help="do not `dvc commit` at the end")
+    p = sub.add_parser("retrain", parents=[sets],
+                       help="`dvc repro`, then champion vs challenger per model (valid split)")
+    p.add_argument("--min-delta", type=float, default=0.0,
+                   help="promote only when better on valid by more than this (default 0)")
+    p.add_argument("--model", dest="models", action="append", default=None,
+                   help="only this model (repeatable; default every train.models)")
     p = sub.add_parser("repro", help="`dvc repro` with one shared Prefect server")
     p.add_argument("dvc_args", nargs=argparse.REMAINDER)
     p = sub.add_parser("exp", help="`dvc exp run` (e.g. -S KEY=VALUE) with one shared server")
@@ -158,6 +170,17 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command in ("train", "evaluate") and args.model not in params.models:
             raise ParamsError(f"{args.params}: models.{args.model}: no such model section")
+        if args.command == "retrain" and over:
+            print("error: retrain runs `dvc repro`, which reads params.yaml as it is: -S "
+                  "overrides would not apply; use `dvc exp run -S KEY=VALUE` (= `msaflow exp`) "
+                  "for changed params, or edit params.yaml", file=sys.stderr)
+            return 2
+        if args.command == "retrain" and os.path.abspath(args.params) != os.path.abspath(
+            "params.yaml"
+        ):
+            print(f"error: retrain runs `dvc repro`, which reads ./params.yaml, not "
+                  f"{args.params}; run it from the repo root without --params", file=sys.stderr)
+            return 2
         if args.command == "repro":
             return repro(args.dvc_args)
         if args.command == "exp":

@@ -15,8 +15,10 @@ standard folds shipped with the installed ``mmsdk`` (lists of video ids) or, wit
 ``folds: none``, a seeded split by video. ``csd_extract`` writes our per-clip sequences
 (``words``, ``word_embeddings``, ``tokens``, ``<audio_name>``, ``<vision_name>``): every row
 of the video that overlaps the segment, clipped to it, times from the segment start (the
-``mmdataset.align`` rule). It streams one video at a time, so memory is bounded by the
-largest video, not the dataset.
+``mmdataset.align`` rule). Both steps stream one video at a time, so memory is bounded by the
+largest video, not the dataset: manifest and report rows go to disk in batches as they are
+made, the clips are kept as arrays (bytes per clip), and every ``.csd`` is open with a fixed
+HDF5 metadata cache (``tasks.csd``).
 
 Official files are not clean: COVAREP holds ``-inf`` (log of silent frames) and FACET
 ``NaN``. As in MMSA, non-finite values are replaced by 0; every clip that had some is
@@ -31,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -174,14 +176,85 @@ def read_segments(reader: CsdReader, video: str) -> tuple[list[Segment], list[Is
     return segments, issues
 
 
+class _CsvRows:
+    """Rows appended to an open CSV a batch at a time, so a report never sits in memory whole.
+
+    Each batch goes through ``DataFrame.to_csv`` (formatting is per value), so the file is
+    byte for byte the one a single ``to_csv`` of all rows writes.
+    """
+
+    def __init__(self, file: IO[str], columns: list[str], to_csv: dict[str, Any],
+                 batch: int = 1024) -> None:
+        self._file, self.columns, self._to_csv, self.batch = file, columns, to_csv, batch
+        self._rows: list[dict[str, Any]] = []
+        self.count = 0
+        pd.DataFrame(columns=columns).to_csv(file, index=False, **to_csv)  # the header
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Queue one row; a full batch is written out."""
+        self._rows.append(row)
+        self.count += 1
+        if len(self._rows) >= self.batch:
+            self.flush()
+
+    @property
+    def pending(self) -> int:
+        """Rows queued in memory, not yet written."""
+        return len(self._rows)
+
+    def flush(self) -> None:
+        """Write the queued rows."""
+        if self._rows:
+            frame = pd.DataFrame(self._rows, columns=self.columns)
+            frame.to_csv(self._file, index=False, header=False, **self._to_csv)
+            self._rows.clear()
+
+
+@contextlib.contextmanager
+def _csv_rows(path: Path, columns: list[str], **to_csv: Any) -> Iterator[_CsvRows]:
+    """A ``_CsvRows`` on a temporary sibling that replaces ``path`` only if the block succeeds."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as file:
+        rows = _CsvRows(file, columns, to_csv)
+        yield rows
+        rows.flush()
+
+
+@dataclass
+class _IngestTally:
+    """What the manifest summary needs, counted while rows stream to disk."""
+
+    errors: _CsvRows
+    kept: int = 0
+    warnings: int = 0
+    videos: int = 0
+    splits: dict[str, int] = field(default_factory=dict)
+    reasons: dict[str, int] = field(default_factory=dict)
+    first_dropped: Issue | None = None
+
+    @property
+    def dropped(self) -> int:
+        """Segments dropped so far."""
+        return sum(self.reasons.values())
+
+    def issue(self, issue: Issue) -> None:
+        """Write one ``ingest_errors.csv`` row and count it."""
+        self.errors.add(issue.row())
+        if not issue.drop:
+            self.warnings += 1
+            return
+        self.reasons[issue.reason] = self.reasons.get(issue.reason, 0) + 1
+        if self.first_dropped is None:
+            self.first_dropped = issue
+
+
 def csd_manifest(params: Params, paths: Paths) -> dict[str, Any]:
     """``dataset.source: csd``: manifest + ingest_errors from the labels and words sequences."""
     files = source_files(params)
     cfg = params.dataset.csd
     low, high = params.dataset.label_range
-    rows: list[dict[str, Any]] = []
-    issues: list[Issue] = []
-    with read_csd(files["labels"]) as labels, read_csd(files["words"]) as words:
+    with contextlib.ExitStack() as stack:
+        labels = stack.enter_context(read_csd(files["labels"]))
+        words = stack.enter_context(read_csd(files["words"]))
         videos = labels.keys()
         if not videos:
             raise SourceError(f"{files['labels']}: the labels sequence has no entry")
@@ -195,6 +268,13 @@ def csd_manifest(params: Params, paths: Paths) -> dict[str, Any]:
             folds = seeded_folds(videos, cfg.split, params.seed)
         else:
             folds = standard_folds(cfg.folds)
+        # Rows go to disk one batch at a time (memory bounded per video, not per dataset);
+        # an error below discards both files. Entered errors first, so the manifest commits first.
+        paths.interim.mkdir(parents=True, exist_ok=True)
+        tally = _IngestTally(stack.enter_context(_csv_rows(
+            paths.ingest_errors, list(INGEST_ERROR_COLUMNS), lineterminator="\n")))
+        columns = list(MANIFEST_COLUMNS) + (list(MOSEI_EMOTIONS) if width > 1 else [])
+        manifest = stack.enter_context(_csv_rows(paths.manifest, columns, lineterminator="\n"))
         for video in videos:
             if labels.shape(video)[1] != width:
                 raise SourceError(
@@ -202,31 +282,33 @@ def csd_manifest(params: Params, paths: Paths) -> dict[str, Any]:
                     f"columns, {videos[0]!r} has {width}"
                 )
             segments, bad = read_segments(labels, video)
-            issues += bad
+            for issue in bad:
+                tally.issue(issue)
             split = folds.get(video)
             if video in words:
                 vw, viv, _ = _video_words(words, video)
             else:
                 vw, viv = [], np.zeros((0, 2))
+            kept_before = tally.kept
             for seg in segments:
                 if split is None:
-                    issues.append(Issue(seg.clip_id, "split", f"{files['labels']}: video "
-                                        f"{video!r} is in no {cfg.folds} standard fold",
-                                        reason="split"))
+                    tally.issue(Issue(seg.clip_id, "split", f"{files['labels']}: video "
+                                      f"{video!r} is in no {cfg.folds} standard fold",
+                                      reason="split"))
                     continue
                 label = float(seg.labels[0])
                 if not np.isfinite(label) or not low <= label <= high:
-                    issues.append(Issue(seg.clip_id, "label", f"{files['labels']}: entry "
-                                        f"{video!r} row {seg.clip_id.rsplit('$_$', 1)[1]}: "
-                                        f"label {label} outside {[low, high]}",
-                                        reason="label"))
+                    tally.issue(Issue(seg.clip_id, "label", f"{files['labels']}: entry "
+                                      f"{video!r} row {seg.clip_id.rsplit('$_$', 1)[1]}: "
+                                      f"label {label} outside {[low, high]}",
+                                      reason="label"))
                     continue
                 inside, _ = segment_rows(np.arange(len(vw)), viv, seg.start, seg.end)
                 text = " ".join(vw[i] for i in inside)
                 if not text:
-                    issues.append(Issue(seg.clip_id, "text", f"{files['words']}: no word of "
-                                        f"video {video!r} inside [{seg.start}, {seg.end}]",
-                                        drop=False, reason="text"))
+                    tally.issue(Issue(seg.clip_id, "text", f"{files['words']}: no word of "
+                                      f"video {video!r} inside [{seg.start}, {seg.end}]",
+                                      drop=False, reason="text"))
                 polarity = _polarity(label)
                 row = {
                     "clip_id": seg.clip_id, "video_id": video, "split": split, "media": "",
@@ -235,79 +317,137 @@ def csd_manifest(params: Params, paths: Paths) -> dict[str, Any]:
                 }
                 if width > 1:
                     row.update(dict(zip(MOSEI_EMOTIONS, seg.labels[1:].tolist(), strict=True)))
-                rows.append(row)
-    columns = list(MANIFEST_COLUMNS) + (list(MOSEI_EMOTIONS) if width > 1 else [])
-    kept = pd.DataFrame(rows, columns=columns)
-    dropped = [x for x in issues if x.drop]
-    if dropped and params.ingest.fail_fast:
-        raise IngestError(
-            f"{dropped[0].error} (ingest.fail_fast: true; {len(dropped)} bad row(s) in all)"
-        )
-    if kept.empty:
-        first = f"; first: {dropped[0].error}" if dropped else ""
-        raise IngestError(f"{files['labels']}: no usable segment{first}")
-    paths.interim.mkdir(parents=True, exist_ok=True)
-    for path, frame in (
-        (paths.manifest, kept),
-        (paths.ingest_errors,
-         pd.DataFrame([x.row() for x in issues], columns=list(INGEST_ERROR_COLUMNS))),
-    ):
-        with atomic_path(path) as tmp:
-            frame.to_csv(tmp, index=False, encoding="utf-8", lineterminator="\n")
-    counts = kept["split"].value_counts()
-    reasons: dict[str, int] = {}
-    for x in dropped:
-        reasons[x.reason] = reasons.get(x.reason, 0) + 1
+                manifest.add(row)
+                tally.kept += 1
+                tally.splits[split] = tally.splits.get(split, 0) + 1
+            tally.videos += tally.kept > kept_before
+        if tally.first_dropped is not None and params.ingest.fail_fast:
+            raise IngestError(
+                f"{tally.first_dropped.error} (ingest.fail_fast: true; {tally.dropped} bad "
+                "row(s) in all)"
+            )
+        if not tally.kept:
+            first = f"; first: {tally.first_dropped.error}" if tally.first_dropped else ""
+            raise IngestError(f"{files['labels']}: no usable segment{first}")
     return {
-        "rows": len(kept) + len(dropped),
-        "clips": len(kept),
-        "dropped": len(dropped),
-        "warnings": len(issues) - len(dropped),
-        **{f"{s}_clips": int(counts.get(s, 0)) for s in SPLITS},
-        **{f"dropped_{k}": v for k, v in sorted(reasons.items())},
-        "videos": int(kept["video_id"].nunique()),
+        "rows": tally.kept + tally.dropped,
+        "clips": tally.kept,
+        "dropped": tally.dropped,
+        "warnings": tally.warnings,
+        **{f"{s}_clips": tally.splits.get(s, 0) for s in SPLITS},
+        **{f"dropped_{k}": v for k, v in sorted(tally.reasons.items())},
+        "videos": tally.videos,
     }
 
 
 # --------------------------------------------------------------------------- extract
 
 
-@dataclass
+@dataclass(frozen=True)
+class Clips:
+    """The manifest's clips grouped by video, held as arrays: bytes per clip, no object each."""
+
+    videos: tuple[str, ...]  # in order of first appearance in the manifest
+    offsets: np.ndarray  # (V + 1,) int64: the clips of videos[v] are rows offsets[v]:offsets[v+1]
+    ids: np.ndarray  # (N,) clip ids, UTF-8 bytes; grouped by video, manifest order inside
+    starts: np.ndarray  # (N,) float64 seconds
+    ends: np.ndarray  # (N,) float64 seconds
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def items(self) -> Iterator[tuple[str, list[tuple[int, str, float, float]]]]:
+        """``(video, [(row, clip_id, start, end), ...])``, one video at a time."""
+        for v, video in enumerate(self.videos):
+            rows = range(int(self.offsets[v]), int(self.offsets[v + 1]))
+            yield video, [(i, self.ids[i].decode("utf-8"), float(self.starts[i]),
+                           float(self.ends[i])) for i in rows]
+
+
+def read_clips(path: Path, chunk_rows: int = 4096) -> Clips:
+    """The manifest's clips, read a chunk at a time and checked in ``read_manifest``'s order."""
+    # read_manifest's checks (clip_id and media columns, unique ids) with its messages, then
+    # this source's own (video_id, start, end), without a DataFrame of the whole manifest.
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: manifest not found (run the ingest stage first)")
+    header = pd.read_csv(path, dtype=str, keep_default_na=False, nrows=0).columns
+    for column in ("clip_id", "media"):
+        if column not in header:
+            raise ValueError(f"{path}: manifest has no {column!r} column")
+    missing = [c for c in ("video_id", "start", "end") if c not in header]
+    ids: list[np.ndarray] = []
+    codes: list[np.ndarray] = []
+    times: list[np.ndarray] = []
+    video_code: dict[str, int] = {}
+    bad_time: tuple[str, str, str] | None = None
+    usecols = [c for c in ("clip_id", "video_id", "start", "end") if c in header]
+    with pd.read_csv(path, dtype=str, keep_default_na=False, usecols=usecols,
+                     chunksize=chunk_rows) as chunks:
+        for chunk in chunks:
+            ids.append(np.array([c.encode("utf-8") for c in chunk["clip_id"]], dtype=bytes))
+            if missing:
+                continue  # the duplicate check still runs first, as for any manifest
+            codes.append(np.array([video_code.setdefault(v, len(video_code))
+                                   for v in chunk["video_id"]], dtype=np.int64))
+            pair = np.zeros((len(chunk), 2))
+            for i, (cid, start, end) in enumerate(zip(chunk["clip_id"], chunk["start"],
+                                                        chunk["end"], strict=True)):
+                try:
+                    pair[i] = float(start), float(end)
+                except ValueError:
+                    bad_time = bad_time or (cid, start, end)
+            times.append(pair)
+    all_ids = np.concatenate(ids) if ids else np.zeros(0, dtype="S1")
+    _, first = np.unique(all_ids, return_index=True)
+    if len(first) < len(all_ids):
+        seen = np.zeros(len(all_ids), dtype=bool)
+        seen[first] = True
+        dup = all_ids[int(np.argmin(seen))].decode("utf-8")  # first id seen a second time
+        raise ValueError(f"{path}: duplicate clip_id {dup!r} in the manifest")
+    if missing:
+        raise SourceError(f"{path}: manifest has no {missing[0]!r} column (source csd)")
+    if bad_time is not None:
+        cid, start, end = bad_time
+        raise SourceError(
+            f"{path}: clip {cid!r}: bad time stamp start={start!r} end={end!r}"
+        )
+    code = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64)
+    pairs = np.concatenate(times) if times else np.zeros((0, 2))
+    order = np.argsort(code, kind="stable")  # group by video, keep manifest order inside
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(code, minlength=len(video_code)))])
+    return Clips(tuple(video_code), offsets.astype(np.int64), all_ids[order],
+                 pairs[order, 0].copy(), pairs[order, 1].copy())
+
+
 class _Report:
-    """Per-clip problems and per-stream non-finite counts collected while streaming."""
+    """Extract problems, written to ``extract_errors.csv`` as they come.
 
-    errors: list[dict[str, str]] = field(default_factory=list)
-    nonfinite: dict[str, int] = field(default_factory=dict)
-    failed: set[str] = field(default_factory=set)
+    What stays in memory is bounded by the streams and the clip count, not the problems:
+    totals, one failed flag per clip row of ``Clips``, and the first errors for a message.
+    """
 
-    def error(self, cid: str, modality: str, message: str) -> None:
-        self.errors.append({"clip_id": cid, "stage": "extract", "modality": modality,
-                            "severity": "error", "error": message})
-        self.failed.add(cid)
+    def __init__(self, rows: _CsvRows, n_clips: int) -> None:
+        self._rows = rows
+        self.failed = np.zeros(n_clips, dtype=bool)
+        self.nonfinite: dict[str, int] = {}
+        self.counts = {"error": 0, "warning": 0}
+        self.first_errors: list[tuple[str, str]] = []  # (clip_id, error), at most 3
+
+    def _add(self, cid: str, modality: str, severity: str, message: str) -> None:
+        self._rows.add({"clip_id": cid, "stage": "extract", "modality": modality,
+                        "severity": severity, "error": message})
+        self.counts[severity] += 1
+
+    def error(self, row: int, cid: str, modality: str, message: str) -> None:
+        """A clip that gets no entry in one output; ``row`` is its place in ``Clips``."""
+        self._add(cid, modality, "error", message)
+        self.failed[row] = True
+        if len(self.first_errors) < 3:
+            self.first_errors.append((cid, message))
 
     def warning(self, cid: str, modality: str, message: str) -> None:
-        self.errors.append({"clip_id": cid, "stage": "extract", "modality": modality,
-                            "severity": "warning", "error": message})
-
-
-Videos = dict[str, list[tuple[str, float, float]]]  # video → [(clip_id, start, end)]
-
-
-def _videos(manifest: pd.DataFrame, path: Path) -> Videos:
-    for column in ("video_id", "start", "end"):
-        if column not in manifest.columns:
-            raise SourceError(f"{path}: manifest has no {column!r} column (source csd)")
-    out: Videos = {}
-    for row in manifest.itertuples(index=False):
-        try:
-            start, end = float(row.start), float(row.end)
-        except ValueError:
-            raise SourceError(
-                f"{path}: clip {row.clip_id!r}: bad time stamp start={row.start!r} "
-                f"end={row.end!r}"
-            ) from None
-        out.setdefault(str(row.video_id), []).append((str(row.clip_id), start, end))
-    return out
+        """A clip written with a repair."""
+        self._add(cid, modality, "warning", message)
 
 
 def _clean(features: np.ndarray, name: str, cid: str, file: Path, report: _Report,
@@ -326,10 +466,10 @@ def _clean(features: np.ndarray, name: str, cid: str, file: Path, report: _Repor
 
 
 def _numeric_entries(
-    reader: CsdReader, name: str, modality: str, videos: Videos, report: _Report
+    reader: CsdReader, name: str, modality: str, clips: Clips, report: _Report
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """Per-clip rows of one numeric stream (audio or vision), one video read at a time."""
-    for video, segs in videos.items():
+    for video, segs in clips.items():
         try:
             if video not in reader:
                 raise KeyError(f"{reader.path}: video {video!r} is not in this sequence")
@@ -338,15 +478,15 @@ def _numeric_entries(
                 raise CsdFormatError(f"{reader.path}: /{reader.root_name}/data/{video}/features "
                                      f"are not numeric ({feats.dtype})")
         except (KeyError, CsdFormatError) as err:
-            for cid, _, _ in segs:
-                report.error(cid, modality, str(err).strip("'\""))
+            for row, cid, _, _ in segs:
+                report.error(row, cid, modality, str(err).strip("'\""))
             continue
         feats = feats.astype(np.float32)
-        for cid, start, end in segs:
+        for row, cid, start, end in segs:
             f, iv = segment_rows(feats, ivals, start, end)
             if not len(f):
-                report.error(cid, modality, f"{reader.path}: no row of video {video!r} inside "
-                                            f"segment [{start}, {end}]")
+                report.error(row, cid, modality, f"{reader.path}: no row of video {video!r} "
+                                                 f"inside segment [{start}, {end}]")
                 continue
             yield cid, _clean(f, name, cid, reader.path, report, modality), iv
 
@@ -355,17 +495,27 @@ TextFn = Callable[[str, list[str], np.ndarray, float, float], tuple[np.ndarray, 
 
 
 def _text_entries(
-    words: CsdReader, videos: Videos, report: _Report, make: TextFn,
-    vectors: CsdReader | None = None,
+    words: CsdReader, clips: Clips, report: _Report, make: TextFn,
+    vectors: CsdReader | None = None, *, words_reported: bool = False,
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    """Per-clip text rows: ``make(clip, words, intervals, start, end)`` or official vectors."""
-    for video, segs in videos.items():
+    """Per-clip text rows: ``make(clip, words, intervals, start, end)`` or official vectors.
+
+    Every text pass reads the same words, so with ``words_reported`` (an earlier pass listed
+    them) their problems are skipped here, not listed again.
+    """
+    for video, segs in clips.items():
         try:
             if video not in words:
                 raise KeyError(f"{words.path}: video {video!r} is not in this sequence")
             vw, viv, keep = _video_words(words, video)
-            vecs = None
-            if vectors is not None:
+        except (KeyError, CsdFormatError) as err:
+            if not words_reported:
+                for row, cid, _, _ in segs:
+                    report.error(row, cid, "text", str(err).strip("'\""))
+            continue
+        vecs = None
+        if vectors is not None:
+            try:
                 if video not in vectors:
                     raise KeyError(f"{vectors.path}: video {video!r} is not in this sequence")
                 vecs, vec_iv = vectors.get(video)
@@ -377,16 +527,17 @@ def _text_entries(
                         f"intervals differ from the {keep.shape[0]} words of {words.path}"
                     )
                 vecs = vecs[keep].astype(np.float32)
-        except (KeyError, CsdFormatError) as err:
-            for cid, _, _ in segs:
-                report.error(cid, "text", str(err).strip("'\""))
-            continue
+            except (KeyError, CsdFormatError) as err:
+                for row, cid, _, _ in segs:
+                    report.error(row, cid, "text", str(err).strip("'\""))
+                continue
         idx = np.arange(len(vw))
-        for cid, start, end in segs:
+        for row, cid, start, end in segs:
             sel, iv = segment_rows(idx, viv, start, end)
             if not len(sel):
-                report.error(cid, "text", f"{words.path}: no word of video {video!r} inside "
-                                          f"segment [{start}, {end}]")
+                if not words_reported:
+                    report.error(row, cid, "text", f"{words.path}: no word of video "
+                                                   f"{video!r} inside segment [{start}, {end}]")
                 continue
             if vecs is not None:
                 yield cid, _clean(vecs[sel], "word_vectors", cid, vectors.path, report,
@@ -409,15 +560,13 @@ def _dim_names(reader: CsdReader | None) -> list[str] | None:
 
 def csd_extract(params: Params, paths: Paths) -> dict[str, Any]:
     """``dataset.source: csd``: official sequences → our per-clip ``.csd`` files + report."""
-    from tasks.extract import ExtractionFailed, read_manifest
+    from tasks.extract import ExtractionFailed
     from tasks.extract_text import load_encoder, load_tokenizer, spread_by_length, word_embeddings
 
     began = time.perf_counter()
     files = source_files(params)
     cfg, text_cfg = params.dataset.csd, params.extract.text
-    manifest = read_manifest(paths.manifest)
-    videos = _videos(manifest, paths.manifest)
-    report = _Report()
+    clips = read_clips(paths.manifest)
     names = params.stream_feature_sets()
     out_dir = Path(paths.csd_dir)
     counts: dict[str, int] = {}
@@ -457,28 +606,33 @@ def csd_extract(params: Params, paths: Paths) -> dict[str, Any]:
 
     segment_note = "rows inside each segment of {}, clipped, seconds from the segment start"
     with contextlib.ExitStack() as stack:
+        # Problems go to disk as they come; an error below discards the file (old one stays).
+        report = _Report(stack.enter_context(_csv_rows(paths.extract_errors,
+                                                       EXTRACT_ERROR_COLUMNS)), len(clips))
         words = stack.enter_context(read_csd(files["words"]))
         vectors = (
             stack.enter_context(read_csd(files["word_vectors"]))
             if "word_vectors" in files else None
         )
-        # One pass per output file, each reading its source one video at a time; the text
-        # passes report the same missing words again, which drop_duplicates folds below.
+        # One pass per output file, each reading its source one video at a time; the words'
+        # own problems are listed by the first text pass only.
         plan: list[tuple[str, Path, Iterator, dict[str, Any]]] = [
-            ("words", files["words"], _text_entries(words, videos, report, words_rows),
+            ("words", files["words"], _text_entries(words, clips, report, words_rows),
              meta(segment_note.format(files["words"].name) + "; pauses dropped", ["word"])),
             ("word_embeddings", files.get("word_vectors", files["words"]),
-             _text_entries(words, videos, report, embedding_rows, vectors),
+             _text_entries(words, clips, report, embedding_rows, vectors,
+                           words_reported=True),
              meta(segment_note.format(files["word_vectors"].name) if vectors is not None
                   else f"{text_cfg.encoder} last hidden state, mean over each word's subwords",
                   _dim_names(vectors))),
-            ("tokens", files["words"], _text_entries(words, videos, report, token_rows),
+            ("tokens", files["words"],
+             _text_entries(words, clips, report, token_rows, words_reported=True),
              meta("tokenizer ids of the segment's words incl. special tokens", ["token_id"])),
         ]
         for stream, name in (("audio", names["audio"]), ("vision", names["vision"])):
             reader = stack.enter_context(read_csd(files[stream]))
             plan.append((name, files[stream],
-                         _numeric_entries(reader, name, stream, videos, report),
+                         _numeric_entries(reader, name, stream, clips, report),
                          meta(segment_note.format(files[stream].name), _dim_names(reader))))
         out_dir.mkdir(parents=True, exist_ok=True)
         for name, source, entries, metadata in plan:
@@ -489,30 +643,26 @@ def csd_extract(params: Params, paths: Paths) -> dict[str, Any]:
             except CsdFormatError as err:
                 # e.g. videos of one official file with different feature widths
                 raise SourceError(f"{source}: cannot be turned into {name}.csd: {err}") from None
-    for stale in sorted(out_dir.glob("*.csd")):
-        if stale.name not in counts:
-            stale.unlink()  # another feature set's output from an earlier params choice
+        for stale in sorted(out_dir.glob("*.csd")):
+            if stale.name not in counts:
+                stale.unlink()  # another feature set's output from an earlier params choice
 
-    errors = pd.DataFrame(report.errors, columns=EXTRACT_ERROR_COLUMNS).drop_duplicates()
-    with atomic_path(paths.extract_errors) as tmp:
-        errors.to_csv(tmp, index=False)
-    n_clips = len(manifest)
+    n_clips, n_failed = len(clips), int(report.failed.sum())
     limit = params.extract.max_failed_fraction
-    if report.failed and (params.extract.fail_fast or len(report.failed) / n_clips > limit):
-        first = errors[errors["severity"] == "error"].head(3)
-        detail = "; ".join(f"{c}: {e}" for c, e in first[["clip_id", "error"]].values)
+    if n_failed and (params.extract.fail_fast or n_failed / n_clips > limit):
+        detail = "; ".join(f"{c}: {e}" for c, e in report.first_errors)
         raise ExtractionFailed(
-            f"extract (source csd): {len(report.failed)} of {n_clips} clips failed "
+            f"extract (source csd): {n_failed} of {n_clips} clips failed "
             f"(extract.max_failed_fraction = {limit:.1%}, fail_fast = "
             f"{params.extract.fail_fast}): {detail}\nfull report: {paths.extract_errors}"
         )
     return {
         "clips": n_clips,
-        "videos": len(videos),
+        "videos": len(clips.videos),
         "wall_seconds": round(time.perf_counter() - began, 3),
-        "failed_clips": len(report.failed),
-        "errors": int((errors["severity"] == "error").sum()),
-        "warnings": int((errors["severity"] == "warning").sum()),
+        "failed_clips": n_failed,
+        "errors": report.counts["error"],
+        "warnings": report.counts["warning"],
         **{f"nonfinite_{k}": v for k, v in sorted(report.nonfinite.items())},
         "csd": counts,
     }

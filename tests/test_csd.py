@@ -11,7 +11,15 @@ import pytest
 from mmsdk import mmdatasdk
 from mmsdk.mmdatasdk.configurations.metadataconfigs import featuresetMetadataTemplate
 
-from tasks.csd import METADATA_KEYS, CsdFormatError, CsdReader, decode_words, read_csd, write_csd
+from tasks.csd import (
+    METADATA_CACHE_BYTES,
+    METADATA_KEYS,
+    CsdFormatError,
+    CsdReader,
+    decode_words,
+    read_csd,
+    write_csd,
+)
 
 
 def _entries(
@@ -301,3 +309,18 @@ def test_reader_rejects_non_hdf5_and_missing(tmp_path: Path) -> None:
         read_csd(path)
     with pytest.raises(FileNotFoundError, match="absent.csd"):
         read_csd(tmp_path / "absent.csd")
+
+
+def test_metadata_cache_stays_bounded(tmp_path: Path) -> None:
+    # HDF5's adaptive cache grows with every entry a one-pass walk touches (up to 32 MiB of
+    # on-disk sizes per open file); a fixed one keeps reading memory flat per video.
+    path = tmp_path / "many.csd"
+    write_csd(path, "x", _entries(n_clips=400, d=2), compression=None)
+    with read_csd(path) as reader:
+        config = reader._h5.id.get_mdc_config()
+        assert config.max_size == config.initial_size == METADATA_CACHE_BYTES
+        assert (config.incr_mode, config.flash_incr_mode, config.decr_mode) == (0, 0, 0)
+        for key in reader:
+            reader.get(key)
+        assert reader._h5.id.get_mdc_size()[0] <= METADATA_CACHE_BYTES
+

@@ -246,3 +246,51 @@ def test_without_official_vectors_words_are_encoded(tmp_path: Path) -> None:
         emb, _ = e.get(f"{VIDEOS[0]}$_$2")
         words, _ = w.get(f"{VIDEOS[0]}$_$2")
     assert emb.shape == (len(words), 384) and np.isfinite(emb).all()  # MiniLM width
+
+
+def test_read_clips_holds_arrays_grouped_by_video(tmp_path: Path) -> None:
+    # csd_extract keeps the clips for all its passes: arrays (bytes per clip), not objects.
+    rows = [(f"v{i % 7}$_${i // 7}", f"v{i % 7}", float(i), i + 0.5) for i in range(700)]
+    manifest = pd.DataFrame(rows, columns=["clip_id", "video_id", "start", "end"])
+    manifest.insert(2, "media", "")
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    clips = sources.read_clips(tmp_path / "manifest.csv", chunk_rows=64)
+    assert len(clips) == 700 and clips.videos == tuple(f"v{i}" for i in range(7))
+    assert {a.dtype.kind for a in (clips.ids, clips.starts, clips.ends)} == {"S", "f"}
+    assert clips.ids.nbytes + clips.starts.nbytes + clips.ends.nbytes <= 40 * len(clips)
+    video, segs = next(clips.items())
+    assert video == "v0" and segs[:2] == [(0, "v0$_$0", 0.0, 0.5), (1, "v0$_$1", 7.0, 7.5)]
+    assert [row for row, *_ in segs] == list(range(100))
+    manifest.loc[5, "clip_id"] = manifest.loc[3, "clip_id"]
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    with pytest.raises(ValueError, match=r"duplicate clip_id 'v3\$_\$0'"):
+        sources.read_clips(tmp_path / "manifest.csv", chunk_rows=64)
+
+
+def test_report_rows_go_to_disk_as_they_come(tmp_path: Path) -> None:
+    # The extract report holds counts, one flag per clip and the first errors, never the rows;
+    # batches written on the way give the bytes of one to_csv of all rows.
+    path = tmp_path / "errors.csv"
+    expected = []
+    with sources._csv_rows(path, sources.EXTRACT_ERROR_COLUMNS) as rows:
+        report = sources._Report(rows, n_clips=3000)
+        for i in range(3000):
+            if i % 3:
+                report.warning(f"v$_${i}", "audio", f"{i} non-finite, \"quoted\"")
+            else:
+                report.error(i, f"v$_${i}", "text", f"no word, row {i}")
+            expected.append(("warning", f"{i} non-finite, \"quoted\"") if i % 3 else
+                            ("error", f"no word, row {i}"))
+            assert rows.pending < rows.batch
+    assert report.counts == {"error": 1000, "warning": 2000}
+    assert int(report.failed.sum()) == 1000 and report.failed[::3].all()
+    assert report.first_errors == [(f"v$_${i}", f"no word, row {i}") for i in (0, 3, 6)]
+    held = [v for v in vars(report).values() if isinstance(v, (list, dict, set))]
+    assert all(len(v) <= 3 for v in held)  # no per-clip Python containers
+    whole = pd.DataFrame(
+        [{"clip_id": f"v$_${i}", "stage": "extract", "modality": "text" if s == "error"
+          else "audio", "severity": s, "error": e} for i, (s, e) in enumerate(expected)],
+        columns=sources.EXTRACT_ERROR_COLUMNS,
+    )
+    assert path.read_text() == whole.to_csv(index=False)
+

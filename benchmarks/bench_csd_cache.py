@@ -16,7 +16,7 @@ should be ~1: memory bounded per video, not per dataset.
 Feature values are float32 rounded to 1/16 so that gzip finds some redundancy (official
 files hold float64 measurements); source files use gzip level 1 to keep generation short.
 
-    python benchmarks/bench_csd_cache.py                  # 3,228 videos (~10 min, 2 cores)
+    python benchmarks/bench_csd_cache.py                  # 3,228 videos (~25 min, 2 cores)
     python benchmarks/bench_csd_cache.py --small          # 40 videos, seconds
     python benchmarks/bench_csd_cache.py --videos 800 --dir /big/tmp
 """

@@ -29,6 +29,8 @@ the totals per stream.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -465,6 +467,26 @@ def _clean(features: np.ndarray, name: str, cid: str, file: Path, report: _Repor
     return features
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def _release_freed_heap() -> None:
+    """Give freed heap pages back to the OS (glibc only), as a video's arrays are dropped.
+
+    A video's frames are MiB-sized arrays; once glibc has freed one such block it serves the
+    next ones from its heap (dynamic mmap threshold), whose free pages stay resident. Measured
+    at 3,228 videos: the same memory in use as at 807, but a heap ~10 MiB larger.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 def _numeric_entries(
     reader: CsdReader, name: str, modality: str, clips: Clips, report: _Report
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
@@ -489,6 +511,8 @@ def _numeric_entries(
                                                  f"inside segment [{start}, {end}]")
                 continue
             yield cid, _clean(f, name, cid, reader.path, report, modality), iv
+        del feats, ivals, f, iv
+        _release_freed_heap()
 
 
 TextFn = Callable[[str, list[str], np.ndarray, float, float], tuple[np.ndarray, np.ndarray]]

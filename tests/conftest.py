@@ -13,3 +13,28 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _prefect_console_on_current_stderr():
+    """Point Prefect's console log handlers at this test's stderr.
+
+    Prefect binds its rich console to the stream of the moment it configures logging; under
+    pytest that is one test's capture file, closed once that test ends, and a later
+    in-process flow run would then fail writing its first log line to it.
+    """
+    import logging
+    import sys
+
+    if "prefect.logging.handlers" in sys.modules:
+        from prefect.logging.handlers import PrefectConsoleHandler
+
+        loggers = [logging.getLogger()] + [
+            lg for lg in logging.Logger.manager.loggerDict.values()
+            if isinstance(lg, logging.Logger)
+        ]
+        for lg in loggers:
+            for handler in lg.handlers:
+                if isinstance(handler, PrefectConsoleHandler):
+                    handler.console.file = sys.stderr
+    yield

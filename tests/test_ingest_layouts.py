@@ -403,25 +403,31 @@ def test_folder_bad_header(in_tmp: Path, media: dict[str, bytes]) -> None:
 # --- ingest → extract → cache --------------------------------------------------------------
 
 
-def test_meld_end_to_end_reaches_hdf5(in_tmp: Path, media: dict[str, bytes]) -> None:
-    """Classification labels and the full class list of MELD reach the HDF5 cache."""
+def _ingest_and_extract(in_tmp: Path, layout: str) -> tuple[Params, Paths, dict]:
+    """The real ingest and extract stages on ``in_tmp/raw`` (classification, one worker)."""
     from tasks import extract
-    from tasks.cache import build_cache
 
-    rows = _meld_rows()
-    rows = {"train": rows["train"][:2], "dev": rows["dev"][:1], "test": rows["test"][:1]}
-    _make_meld(in_tmp, rows, media["mp4"])
     params = load_params(
         ROOT / "params.yaml",
         overrides={
-            "dataset.name": "t", "dataset.root": "raw", "dataset.layout": "meld",
+            "dataset.name": "t", "dataset.root": "raw", "dataset.layout": layout,
             "dataset.task": "classification", "extract.workers": 1,
             "cache.variants": ["unaligned"],
         },
     )
     paths = Paths.from_params(params, base=in_tmp)
     build_manifest(params, paths)
-    summary = extract.run(params, paths)
+    return params, paths, extract.run(params, paths)
+
+
+def test_meld_end_to_end_reaches_hdf5(in_tmp: Path, media: dict[str, bytes]) -> None:
+    """Classification labels and the full class list of MELD reach the HDF5 cache."""
+    from tasks.cache import build_cache
+
+    rows = _meld_rows()
+    rows = {"train": rows["train"][:2], "dev": rows["dev"][:1], "test": rows["test"][:1]}
+    _make_meld(in_tmp, rows, media["mp4"])
+    params, paths, summary = _ingest_and_extract(in_tmp, "meld")
     assert summary["clips"] == 4 and not summary["failed_clips"]
     cache = build_cache(params, paths)
     assert cache["clips"] == 4
@@ -439,7 +445,6 @@ def test_iemocap_end_to_end_cuts_turns_from_dialog_video(
     in_tmp: Path, media: dict[str, bytes]
 ) -> None:
     """Each turn's window is cut out of the 2 s dialog avi: rows only inside it, from 0."""
-    from tasks import extract
     from tasks.cache import build_cache
     from tasks.csd import read_csd
 
@@ -449,17 +454,7 @@ def test_iemocap_end_to_end_cuts_turns_from_dialog_video(
         5: [_turn(5, 0, "hap")],
     }
     _make_iemocap(in_tmp, media, turns)
-    params = load_params(
-        ROOT / "params.yaml",
-        overrides={
-            "dataset.name": "t", "dataset.root": "raw", "dataset.layout": "iemocap",
-            "dataset.task": "classification", "extract.workers": 1,
-            "cache.variants": ["unaligned"],
-        },
-    )
-    paths = Paths.from_params(params, base=in_tmp)
-    build_manifest(params, paths)
-    summary = extract.run(params, paths)
+    params, paths, summary = _ingest_and_extract(in_tmp, "iemocap")
     assert summary["clips"] == 4 and not summary["failed_clips"], summary
     hop, fps = params.extract.audio.hop_seconds, params.extract.vision.fps
     first, second = "Ses01F_impro01$_$Ses01F_impro01_F000", "Ses01F_impro01$_$Ses01F_impro01_F001"

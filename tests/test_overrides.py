@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -78,12 +79,13 @@ def test_cli_run_with_overrides_is_a_prefect_flow_run(tmp_path: Path) -> None:
     args = [str(MSAFLOW), "run"]
     for item in sets:
         args += ["-S", item]
+    started = datetime.now(UTC) - timedelta(minutes=1)
     with prefect_server() as api_url:
         env = {**os.environ, "PREFECT_API_URL": api_url, "PYTHONPATH": str(ROOT)}
         proc = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True,
                               timeout=600)
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-        runs = asyncio.run(_flow_run_parameters())
+        runs = asyncio.run(_flow_run_parameters(started))
 
     out = proc.stdout + proc.stderr
     assert "not recorded in dvc.lock" in out
@@ -105,9 +107,21 @@ def test_cli_run_with_overrides_is_a_prefect_flow_run(tmp_path: Path) -> None:
     assert {"ingest", "extract", "cache", "train", "evaluate", "report"} <= stages
 
 
-async def _flow_run_parameters() -> list[tuple[str, dict]]:
-    from prefect.client.orchestration import get_client
+async def _flow_run_parameters(since: datetime) -> list[tuple[str, dict]]:
+    """Every flow run created since ``since``, page by page.
 
+    The server answers at most ``PREFECT_API_DEFAULT_LIMIT`` (200) runs per call, and the
+    database is shared with every other test that ran a flow: one unfiltered call returns an
+    arbitrary 200 of them, which may leave out this test's runs.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterExpectedStartTime
+
+    recent = FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(after_=since))
+    runs = []
     async with get_client() as client:
-        flows = {f.id: f.name for f in await client.read_flows()}
-        return [(flows[r.flow_id], r.parameters) for r in await client.read_flow_runs()]
+        while page := await client.read_flow_runs(flow_run_filter=recent, limit=200,
+                                                  offset=len(runs)):
+            runs += page
+        names = {fid: (await client.read_flow(fid)).name for fid in {r.flow_id for r in runs}}
+    return [(names[r.flow_id], r.parameters) for r in runs]

@@ -59,10 +59,13 @@ def _commit_copy(repo: Path) -> dict:
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
     env["PYTHONPATH"] = str(repo)  # the copy's code, not the editable install's
     env.pop("PREFECT_API_URL", None)
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     _run(["git", "init", "-q"], repo, env)
-    _run([*git, "add", "-A"], repo, env)
-    _run([*git, "commit", "-qm", "tiny"], repo, env)
+    # The repo's own identity: `dvc exp run` commits experiments too, and a fresh machine
+    # has no global git user.
+    _run(["git", "config", "user.name", "t"], repo, env)
+    _run(["git", "config", "user.email", "t@t"], repo, env)
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", "tiny"], repo, env)
     return env
 
 

@@ -109,7 +109,8 @@ def clip_key(row: dict, modality: str, cfg: ExtractParams) -> str:
     return text_digest(*parts)
 
 
-def _cache_path(cache_dir: Path, modality: str, key: str) -> Path:
+def cache_path(cache_dir: Path, modality: str, key: str) -> Path:
+    """Where the per-clip feature cache keeps one clip's ``modality`` arrays under ``key``."""
     return Path(cache_dir) / modality / f"{key}.npz"
 
 
@@ -222,7 +223,7 @@ def extract_clip(row: dict, cfg: ExtractParams, cache_dir: Path) -> dict:
     for modality in MODALITIES:
         try:
             key = clip_key(row, modality, cfg)
-            path = _cache_path(cache_dir, modality, key)
+            path = cache_path(cache_dir, modality, key)
             warnings = _cached_warnings(path)
             if warnings is not None:
                 status = "cached"
@@ -261,7 +262,9 @@ def feature_files(cfg: ExtractParams) -> dict[str, tuple[str, str]]:
     }
 
 
-def _entry(npz: Any, feature_set: str) -> tuple[np.ndarray, np.ndarray]:
+def cached_entry(npz: Any, feature_set: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(features, intervals)`` of ``feature_set`` in an open cache file (``np.load`` of
+    :func:`cache_path`): exactly the arrays this stage writes into ``<feature_set>.csd``."""
     if feature_set == "words":
         return npz["words"].reshape(-1, 1), npz["word_intervals"]
     if feature_set == "word_embeddings":
@@ -276,7 +279,7 @@ def _entries(
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     for clip_id, path in ready:
         with np.load(path, allow_pickle=False) as npz:
-            features, intervals = _entry(npz, feature_set)
+            features, intervals = cached_entry(npz, feature_set)
         yield clip_id, features, intervals
 
 
@@ -375,7 +378,7 @@ def write_outputs(
                 key = result.get("keys", {}).get(modality) or clip_key(
                     rows[clip_id], modality, cfg
                 )
-                ready.append((clip_id, _cache_path(cache_dir, modality, key)))
+                ready.append((clip_id, cache_path(cache_dir, modality, key)))
         metadata = {
             "computational sequence description": _DESCRIPTIONS.get(feature_set, feature_set),
             "dimension names": _dimension_names(feature_set, modality, ready, cfg),

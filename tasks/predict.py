@@ -358,10 +358,9 @@ def featurize(
     for name, (modality, feature_set) in wanted.items():
         if name in readers:
             continue
-        npz_path = extract._cache_path(cache_dir, modality, result["keys"][modality])
+        npz_path = extract.cache_path(cache_dir, modality, result["keys"][modality])
         with np.load(npz_path, allow_pickle=False) as npz:
-            # The arrays the extract stage writes into <feature_set>.csd for this clip.
-            readers[name] = _Entries(*extract._entry(npz, feature_set))
+            readers[name] = _Entries(*extract.cached_entry(npz, feature_set))
         files[name] = npz_path
     try:
         clip = load_clip(readers, files, video.stem)

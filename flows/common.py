@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,25 +55,90 @@ def summary_markdown(title: str, summary: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
+SERVER_LOG_MAX_BYTES = 10 * 2**20
+
+
 @contextlib.contextmanager
-def prefect_server() -> Iterator[str]:
-    """Use ``PREFECT_API_URL`` if set, else start one local server for the whole block.
+def prefect_server(start_timeout: float = 120.0) -> Iterator[str]:
+    """Use ``PREFECT_API_URL`` if set, else run one local Prefect server (API and UI) for the
+    whole block; yields the API URL.
 
     Each stage is its own process under ``dvc repro``; without a server each would start
-    Prefect's temporary one (seconds each). One shared server also lets a person watch
-    every stage's flow run in the UI while the pipeline runs.
+    Prefect's temporary one (seconds each, and API only). One shared server also lets a
+    person open its address in a browser and watch every stage's flow run while the
+    pipeline runs. The server is ``prefect server start`` on a free local port with the
+    user's Prefect database, so ``make ui`` shows the same runs later; its own output goes to
+    ``<PREFECT_HOME>/msaflow-server.log``, not into the pipeline's.
     """
     if os.environ.get("PREFECT_API_URL"):
         yield os.environ["PREFECT_API_URL"]
         return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()
-    server.start(timeout=120)
-    os.environ["PREFECT_API_URL"] = server.api_url
-    print(f"Prefect server for this run: {server.address} (UI and API)")
+    process, address, log = _start_server(start_timeout)
+    os.environ["PREFECT_API_URL"] = f"{address}/api"
+    print(f"Prefect server for this run: {address} (UI and API; its log: {log})")
     try:
-        yield server.api_url
+        yield f"{address}/api"
     finally:
         os.environ.pop("PREFECT_API_URL", None)
-        server.stop()
+        _stop_server(process)
+
+
+def _start_server(timeout: float) -> tuple[subprocess.Popen, str, Path]:
+    """Start ``prefect server start`` on a free port and wait until its API answers."""
+    import httpx
+    from prefect.settings import get_current_settings
+
+    log = Path(get_current_settings().home).expanduser() / "msaflow-server.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    if log.is_file() and log.stat().st_size > SERVER_LOG_MAX_BYTES:
+        log.replace(log.with_suffix(".log.1"))
+    for _attempt in range(3):  # another process may take the free port before the server
+        port = _free_port()
+        address = f"http://127.0.0.1:{port}"
+        with open(log, "a") as out:
+            out.write(f"\n=== msaflow: prefect server start on {address} at "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+            out.flush()
+            process = subprocess.Popen(
+                [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                 "--port", str(port), "--analytics-off"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C reaches the pipeline, which stops it
+            )
+        deadline = time.monotonic() + timeout
+        while process.poll() is None and time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{address}/api/health", timeout=2).status_code == 200:
+                    return process, address, log
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        if process.poll() is None:  # timed out while still running
+            _stop_server(process)
+            break
+    tail = log.read_text(errors="replace")[-2000:] if log.is_file() else ""
+    raise RuntimeError(
+        f"the local Prefect server did not start within {timeout:.0f} s (its log: {log}):\n"
+        f"{tail}\nStart one yourself (`make ui`) and export PREFECT_API_URL="
+        "http://127.0.0.1:4200/api, or set PREFECT_API_URL to a running server."
+    )
+
+
+def _free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _stop_server(process: subprocess.Popen, grace: float = 15.0) -> None:
+    """SIGINT (the server's Ctrl-C: it finishes writing what it received), then SIGKILL."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGINT)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

@@ -1,8 +1,9 @@
 """The whole DAG as one Prefect flow run, a subflow per stage (same outputs as `dvc repro`).
 
-`python -m flows.pipeline` runs it on Prefect's temporary local server, or on the server
-named by ``PREFECT_API_URL``. With ``record`` (the default) it ends with ``dvc commit`` so
-DVC's ledger (dvc.lock) knows the artifacts and a following ``dvc repro`` has nothing to do.
+`python -m flows.pipeline` (= `msaflow run`) runs it on the server named by
+``PREFECT_API_URL``, else on a local server with its UI for the run (address printed). With
+``record`` (the default) it ends with ``dvc commit`` so DVC's ledger (dvc.lock) knows the
+artifacts and a following ``dvc repro`` has nothing to do.
 
 ``overrides`` (``-S key=value`` on the command line, a JSON object in the Prefect UI) change
 params for this run only, as ``dvc exp run -S`` does, e.g. another dataset:
@@ -21,7 +22,7 @@ from typing import Any
 from prefect import flow
 
 from flows.cache import cache_flow
-from flows.common import load
+from flows.common import load, prefect_server
 from flows.demo import demo_flow
 from flows.evaluate import evaluate_flow, report_flow
 from flows.extract import extract_flow
@@ -89,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
         overrides = parse_assignments(args.overrides)
     except ParamsError as err:
         parser.error(str(err))
-    pipeline(args.params, record=not args.no_record, overrides=overrides or None)
+    with prefect_server():  # the one named by PREFECT_API_URL, else a local one with its UI
+        pipeline(args.params, record=not args.no_record, overrides=overrides or None)
 
 
 if __name__ == "__main__":

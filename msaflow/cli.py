@@ -185,7 +185,15 @@ def main(argv: list[str] | None = None) -> int:
             return repro(args.dvc_args)
         if args.command == "exp":
             return repro(args.dvc_args, ("exp", "run"))
-        result = _stage(args.command, args, over)
+        if args.command in ("run", "retrain"):
+            # Many flow runs (and for retrain, `dvc repro`'s stage processes): one local
+            # server with the UI, as `msaflow repro` has, instead of Prefect's API-only one.
+            from flows.common import prefect_server
+
+            with prefect_server():
+                result = _stage(args.command, args, over)
+        else:
+            result = _stage(args.command, args, over)
         if args.command == "predict" and result["videos"] == result["failed"]:
             return 1  # every video failed; their errors are in the table and the JSON
     except ParamsError as err:

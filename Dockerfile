@@ -7,6 +7,7 @@
 #       a much smaller image; everything runs on the CPU.
 #
 #   docker run --rm -v "$PWD/data:/app/data" -v "$PWD/reports:/app/reports" msaflow:cuda make demo
+#   docker run --rm -p 4200:4200 msaflow:cpu make ui      (Prefect UI at http://localhost:4200)
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE}
 
@@ -39,8 +40,12 @@ COPY . .
 RUN mkdir -p .venv/bin && ln -s "$(command -v python)" .venv/bin/python \
  && for tool in msaflow dvc prefect pytest ruff; do ln -s "$(command -v $tool)" .venv/bin/$tool; done \
  && printf '' > .venv/bin/activate && touch .venv/.installed-stamp \
- && (git rev-parse --git-dir >/dev/null 2>&1 || (git init -q && git add -A \
-     && git -c user.name=msaflow -c user.email=msaflow@localhost commit -qm image))
+ && git config --global user.name msaflow && git config --global user.email msaflow@localhost \
+ && (git rev-parse --git-dir >/dev/null 2>&1 || (git init -q && git add -A && git commit -qm image))
+
+# `make ui` in a container listens on every interface, so `docker run -p 4200:4200 ... make ui`
+# reaches it from the host (git identity above: `dvc exp run` commits experiments).
+ENV UI_HOST=0.0.0.0
 
 EXPOSE 4200
 CMD ["make", "demo"]

@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
+UI_HOST ?= 127.0.0.1
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ACTIVATE := source $(BIN)/activate
@@ -35,8 +36,8 @@ lint: install ## ruff only
 run: install ## the whole DAG as one Prefect flow run (`python -m flows.pipeline`)
 	$(ACTIVATE) && python -m flows.pipeline
 
-ui: install ## start a Prefect server with its UI on http://127.0.0.1:4200
-	$(ACTIVATE) && prefect server start --host 127.0.0.1 --port 4200
+ui: install ## start a Prefect server with its UI on http://127.0.0.1:4200 (UI_HOST=0.0.0.0 to serve others)
+	$(ACTIVATE) && prefect server start --host $(UI_HOST) --port 4200
 
 bench: install ## run every benchmark in benchmarks/ (prints figures and ratios)
 	$(ACTIVATE) && for b in benchmarks/bench_*.py; do echo "== $$b"; python $$b; done

@@ -17,24 +17,33 @@ def one_torch_thread():
 
 @pytest.fixture(autouse=True)
 def _prefect_console_on_current_stderr():
-    """Point Prefect's console log handlers at this test's stderr.
+    """Point Prefect's console log handlers at this test's stderr, then at the real one.
 
     Prefect binds its rich console to the stream of the moment it configures logging; under
     pytest that is one test's capture file, closed once that test ends, and a later
-    in-process flow run would then fail writing its first log line to it.
+    in-process flow run would then fail writing its first log line to it. After the test
+    the handlers get the process's own stderr: Prefect's temporary server logs its stop at
+    interpreter exit, after pytest closed every capture.
     """
+    import sys
+
+    _point_prefect_console(sys.stderr)
+    yield
+    _point_prefect_console(sys.__stderr__)
+
+
+def _point_prefect_console(stream) -> None:
     import logging
     import sys
 
-    if "prefect.logging.handlers" in sys.modules:
-        from prefect.logging.handlers import PrefectConsoleHandler
+    if "prefect.logging.handlers" not in sys.modules:
+        return
+    from prefect.logging.handlers import PrefectConsoleHandler
 
-        loggers = [logging.getLogger()] + [
-            lg for lg in logging.Logger.manager.loggerDict.values()
-            if isinstance(lg, logging.Logger)
-        ]
-        for lg in loggers:
-            for handler in lg.handlers:
-                if isinstance(handler, PrefectConsoleHandler):
-                    handler.console.file = sys.stderr
-    yield
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    for lg in loggers:
+        for handler in lg.handlers:
+            if isinstance(handler, PrefectConsoleHandler):
+                handler.console.file = stream

@@ -2,7 +2,8 @@
 
 Run once: ``msaflow retrain`` or ``python -m flows.retrain``; undo a promotion:
 ``python -m flows.retrain --roll-back MODEL``. Serve on a schedule (a Prefect
-deployment; runs while this process lives, on the server named by ``PREFECT_API_URL``):
+deployment; runs while this process lives, on the server named by ``PREFECT_API_URL``, else
+on a local server with its UI started for the process):
 ``python -m flows.retrain --serve [--cron "0 3 * * 1"] [--name weekly]``.
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.common import load, publish_markdown
+from flows.common import load, prefect_server, publish_markdown
 from tasks import retrain
 
 DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00 (UTC): weekly, at a quiet hour
@@ -147,10 +148,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.roll_back}: champion is again {record['metric']} {record['value']:.4f} "
               f"(promoted {record.get('promoted_at')}); the undone one is in previous/")
         return 0
-    if args.serve:
-        retrain_flow.serve(**serve_kwargs(args))
-        return 0
-    retrain_flow(**flow_parameters(args))
+    kwargs = serve_kwargs(args) if args.serve else flow_parameters(args)
+    # The server named by PREFECT_API_URL (`make ui`), else a local one with its UI (and its
+    # scheduler) that lives as long as this process.
+    with prefect_server():
+        if args.serve:
+            retrain_flow.serve(**kwargs)
+        else:
+            retrain_flow(**kwargs)
     return 0
 
 

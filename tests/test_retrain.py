@@ -273,6 +273,70 @@ def test_serve_arguments_build_the_schedule():
         serve_kwargs(build_parser().parse_args(["--serve", "--cron", "every monday"]))
 
 
+@pytest.mark.slow  # starts a Prefect server (~10 s) in a served process
+def test_serve_alone_registers_the_scheduled_deployment(tmp_path):
+    """`python -m flows.retrain --serve` with no server named: it starts one with its UI and
+    its scheduler, registers the cron deployment there, and takes it down on Ctrl-C."""
+    import asyncio
+    import queue
+    import re
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    (tmp_path / "params.yaml").write_text(PARAMS.read_text())
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.retrain", "--serve", "--cron", "30 2 * * *",
+         "--name", "nightly", "--model", MODEL],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
+    seen, address, deadline = [], None, time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                seen.append(lines.get(timeout=1))
+            except queue.Empty:
+                continue
+            found = re.search(r"Prefect server for this run: (http://\S+)", seen[-1])
+            address = address or (found and found.group(1))
+            if address and "being served" in "".join(seen):
+                break
+        assert address and proc.poll() is None, "".join(seen)[-3000:]
+
+        async def deployment():
+            from prefect.client.orchestration import get_client
+
+            async with get_client(httpx_settings={"base_url": f"{address}/api"}) as client:
+                return await client.read_deployment_by_name("retrain/nightly")
+
+        os.environ["PREFECT_API_URL"] = f"{address}/api"
+        try:
+            found = asyncio.run(deployment())
+        finally:
+            os.environ.pop("PREFECT_API_URL", None)
+        assert [s.schedule.cron for s in found.schedules] == ["30 2 * * *"]
+        assert all(s.active for s in found.schedules)
+        assert found.parameters == {"params_path": "params.yaml", "min_delta": 0.0,
+                                    "models": [MODEL]}
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: the deployment stops, then its server
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    port = int(address.rsplit(":", 1)[1])
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) != 0  # the server went with it
+
+
 def test_roll_back_command(tmp_path, monkeypatch, capsys):
     from flows.retrain import main
 

@@ -653,7 +653,7 @@ def _corr(a: list[float], b: list[float]) -> float:
 
 
 # Bump when the generated content changes for the same params (invalidates reuse).
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: generator.json holds no folder name and no timing
 STAMP = "generator.json"
 
 
@@ -691,7 +691,7 @@ def generate(
     started = time.perf_counter()
     out_dir = Path(out_dir)
     if not force and (stored := reusable(out_dir, params, seed)) is not None:
-        return {**stored, "reused": True}
+        return {**stored, "out_dir": str(out_dir), "reused": True}
     specs = plan_corpus(params, seed)
     workers = min(2, os.cpu_count() or 1) if workers is None else max(1, workers)
     with staged_dir(out_dir) as tmp:
@@ -723,17 +723,20 @@ def generate(
             })
         _write_csv(tmp / "label.csv", LABEL_COLUMNS, labels)
         _write_csv(tmp / "demo_truth.csv", TRUTH_COLUMNS, truth)
-        summary = _summary(out_dir, specs, results, started)
+        summary = _summary(specs, results)
+        # Only what the params and seed decide goes into the corpus: the same params give
+        # the same bytes (and DVC hash) in any folder on any machine. Where it went and how
+        # long it took are returned, not kept.
         stamp = {**_stamp(params, seed), "summary": summary}
         (tmp / STAMP).write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
-    return summary
+    seconds = round(time.perf_counter() - started, 2)
+    return {"out_dir": str(out_dir), **summary, "generate_seconds": seconds}
 
 
-def _summary(out_dir: Path, specs: list, results: list[dict], started: float) -> dict[str, Any]:
+def _summary(specs: list, results: list[dict]) -> dict[str, Any]:
     s = [spec.sentiment for spec in specs]
     n_frames = sum(r["n_frames"] for r in results)
     summary: dict[str, Any] = {
-        "out_dir": str(out_dir),
         "clips": len(specs),
         "videos": len({spec.video_id for spec in specs}),
         "seconds": round(sum(r["duration"] for r in results), 2),
@@ -742,7 +745,6 @@ def _summary(out_dir: Path, specs: list, results: list[dict], started: float) ->
         "corr_text": round(_corr(s, [spec.text_polarity for spec in specs]), 3),
         "corr_audio": round(_corr(s, [spec.view_audio for spec in specs]), 3),
         "corr_vision": round(_corr(s, [spec.view_vision for spec in specs]), 3),
-        "generate_seconds": round(time.perf_counter() - started, 2),
     }
     return summary
 

@@ -557,8 +557,10 @@ def train_seed(
         "selection": {"metric": monitor, "mode": mode},
         "valid": valid,
     }
-    with atomic_path(final) as tmp:
-        torch.save(payload, tmp)
+    # Through a file handle: given a path, torch names the archive's inner folder after it,
+    # and the random temporary name would make every checkpoint's bytes (its DVC hash) differ.
+    with atomic_path(final) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)
     shutil.rmtree(work, ignore_errors=True)  # resume state is useless once the seed is done
     stamp.unlink(missing_ok=True)
     if work.parent.is_dir() and not any(work.parent.iterdir()):

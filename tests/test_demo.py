@@ -130,7 +130,8 @@ def test_same_seed_same_corpus(corpus: tuple[Path, dict], tmp_path: Path) -> Non
     root, _ = corpus
     again = tmp_path / "again"
     generate(tiny_params(), again, seed=7, progress=False, workers=1)
-    for name in ("label.csv", "demo_truth.csv"):
+    # generator.json too: no folder name, no timing (the same bytes, the same DVC hash).
+    for name in ("label.csv", "demo_truth.csv", "generator.json"):
         assert (again / name).read_bytes() == (root / name).read_bytes()
     # eSpeak runs from a fresh state per clip: the decoded media repeat (the encoders'
     # container bytes may differ in padding, the content may not).

@@ -68,6 +68,16 @@ def test_checkpoint_contents(trained) -> None:
     assert (curves / "valid" / "MAE.tsv").is_file()
 
 
+def test_same_seed_same_checkpoint_bytes(trained, tmp_path: Path) -> None:
+    """Retraining a seed elsewhere gives the same file, byte for byte (one DVC hash)."""
+    _, paths, _ = trained
+    params, again = make_setup(tmp_path)  # the same params (they are in the checkpoint)
+    train_model(params, again, MODEL)
+    for seed in (0, 1):
+        first = (paths.checkpoints(MODEL) / f"seed{seed}.ckpt").read_bytes()
+        assert (again.checkpoints(MODEL) / f"seed{seed}.ckpt").read_bytes() == first
+
+
 def test_reload_reproduces_best_epoch_and_predictions(trained) -> None:
     params, paths, _ = trained
     path = paths.checkpoints(MODEL) / "seed0.ckpt"

@@ -115,10 +115,12 @@ def _start_server(timeout: float) -> tuple[subprocess.Popen, str, Path]:
             time.sleep(0.2)
         if process.poll() is None:  # timed out while still running
             _stop_server(process)
+            why = f"did not answer within {timeout:.0f} s"
             break
+        why = f"exited with code {process.returncode}"
     tail = log.read_text(errors="replace")[-2000:] if log.is_file() else ""
     raise RuntimeError(
-        f"the local Prefect server did not start within {timeout:.0f} s (its log: {log}):\n"
+        f"the local Prefect server {why} (its log: {log}):\n"
         f"{tail}\nStart one yourself (`make ui`) and export PREFECT_API_URL="
         "http://127.0.0.1:4200/api, or set PREFECT_API_URL to a running server."
     )

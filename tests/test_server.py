@@ -36,3 +36,13 @@ def test_a_named_server_is_used_as_is(monkeypatch: pytest.MonkeyPatch) -> None:
     with prefect_server() as api_url:
         assert api_url == "http://127.0.0.1:4200/api"
     assert os.environ["PREFECT_API_URL"] == "http://127.0.0.1:4200/api"
+
+
+def test_a_server_that_cannot_start_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    # a database the server cannot open: it exits during startup
+    monkeypatch.setenv("PREFECT_API_DATABASE_CONNECTION_URL", "sqlite+aiosqlite:////proc/no/x.db")
+    expected = r"exited with code .*msaflow-server\.log(.|\n)*make ui"
+    with pytest.raises(RuntimeError, match=expected), prefect_server(start_timeout=60):
+        pass
+    assert "PREFECT_API_URL" not in os.environ

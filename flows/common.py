@@ -60,8 +60,10 @@ SERVER_LOG_MAX_BYTES = 10 * 2**20
 
 @contextlib.contextmanager
 def prefect_server(start_timeout: float = 120.0) -> Iterator[str]:
-    """Use ``PREFECT_API_URL`` if set, else run one local Prefect server (API and UI) for the
-    whole block; yields the API URL.
+    """Use the server Prefect is configured with (``PREFECT_API_URL`` in the environment, the
+    active profile, or the flow run's own), else run one local Prefect server (API and UI)
+    for the whole block; yields the API URL, exported in the environment for child
+    processes (``dvc repro``'s stages) while the block runs.
 
     Each stage is its own process under ``dvc repro``; without a server each would start
     Prefect's temporary one (seconds each, and API only). One shared server also lets a
@@ -70,8 +72,17 @@ def prefect_server(start_timeout: float = 120.0) -> Iterator[str]:
     user's Prefect database, so ``make ui`` shows the same runs later; its own output goes to
     ``<PREFECT_HOME>/msaflow-server.log``, not into the pipeline's.
     """
+    from prefect.settings import PREFECT_API_URL
+
     if os.environ.get("PREFECT_API_URL"):
         yield os.environ["PREFECT_API_URL"]
+        return
+    if configured := PREFECT_API_URL.value():
+        os.environ["PREFECT_API_URL"] = configured
+        try:
+            yield configured
+        finally:
+            os.environ.pop("PREFECT_API_URL", None)
         return
     process, address, log = _start_server(start_timeout)
     os.environ["PREFECT_API_URL"] = f"{address}/api"

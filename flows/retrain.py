@@ -10,10 +10,7 @@ on a local server with its UI started for the process):
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 from prefect import flow, task
@@ -25,28 +22,12 @@ DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00 (UTC): weekly, at a quiet hour
 DEFAULT_NAME = "weekly"
 
 
-@contextlib.contextmanager
-def _share_api_url() -> Iterator[None]:
-    """Let `dvc repro`'s stages report to this flow's server (msaflow.cli.repro reads the env)."""
-    from prefect.settings import PREFECT_API_URL
-
-    url = PREFECT_API_URL.value()
-    if not url or os.environ.get("PREFECT_API_URL"):
-        yield
-        return
-    os.environ["PREFECT_API_URL"] = url
-    try:
-        yield
-    finally:
-        os.environ.pop("PREFECT_API_URL", None)
-
-
 def run_repro(dvc_args: list[str]) -> int:
-    """`dvc repro` through msaflow.cli.repro (one shared Prefect server); the exit code."""
+    """`dvc repro` through msaflow.cli.repro (its stages report to this flow's server); the
+    exit code."""
     from msaflow.cli import repro
 
-    with _share_api_url():
-        return repro(list(dvc_args))
+    return repro(list(dvc_args))
 
 
 @task(name="read-champions")

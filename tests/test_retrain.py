@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -221,7 +223,6 @@ def test_flow_with_fake_repro(tmp_path, monkeypatch):
     from prefect.testing.utilities import prefect_test_harness
 
     import flows.retrain as flow_module
-    from msaflow import cli
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
@@ -229,25 +230,40 @@ def test_flow_with_fake_repro(tmp_path, monkeypatch):
     values = iter([0.9, 0.8, 0.85])
     seen = []
 
-    def fake_repro(dvc_args: list[str]) -> int:
-        # the stages `dvc repro` starts report to the flow's own server
-        seen.append((dvc_args, bool(os.environ.get("PREFECT_API_URL"))))
+    run, which = subprocess.run, shutil.which
+
+    def fake_dvc(args, *rest, **kwargs) -> subprocess.CompletedProcess:
+        # The real msaflow.cli.repro runs; only the `dvc repro` process is faked. The stages
+        # it starts must report to the flow's own server: the URL is in their environment.
+        if args[0] != "fake-dvc":
+            return run(args, *rest, **kwargs)
+        env = kwargs["env"]
+        url = env.get("PREFECT_API_URL")
+        seen.append((args[1:], bool(url) and url == harness_url()))
+        if "fail" in args:
+            return subprocess.CompletedProcess(args, 1)
         value = next(values)
         write_challenger(tmp_path, MODEL, {"MAE": value}, {"MAE": value},
                          ckpt=f"v{value}".encode(), lock_md5=f"{value}.dir")
-        return 0
+        return subprocess.CompletedProcess(args, 0)
 
-    monkeypatch.setattr(cli, "repro", fake_repro)
+    def harness_url() -> str | None:
+        from prefect.settings import PREFECT_API_URL
+
+        return PREFECT_API_URL.value()
+
+    monkeypatch.setattr(subprocess, "run", fake_dvc)
+    monkeypatch.setattr(shutil, "which", lambda name: "fake-dvc" if name == "dvc" else which(name))
     with prefect_test_harness(server_startup_timeout=120):
         first = flow_module.retrain_flow("params.yaml", models=[MODEL])
         second = flow_module.retrain_flow("params.yaml", min_delta=0.05, models=[MODEL])
         third = flow_module.retrain_flow("params.yaml", models=[MODEL], dvc_args=["-f"])
-        monkeypatch.setattr(cli, "repro", lambda args: 1)
         with pytest.raises(RuntimeError, match="exited 1; nothing promoted"):
-            flow_module.retrain_flow("params.yaml", models=[MODEL])
+            flow_module.retrain_flow("params.yaml", models=[MODEL], dvc_args=["fail"])
     assert [r[0]["promote"] for r in (first, second, third)] == [True, True, False]
     assert second[0]["champion"] == 0.9 and second[0]["challenger"] == 0.8
-    assert seen == [([], True), ([], True), (["-f"], True)]
+    assert seen == [(["repro"], True), (["repro"], True), (["repro", "-f"], True),
+                    (["repro", "fail"], True)]
     assert "PREFECT_API_URL" not in os.environ
     record = retrain.read_champion(tmp_path / "data" / "champions" / "demo" / MODEL)
     assert record["value"] == 0.8 and record["checkpoint_hash"] == "0.8.dir"

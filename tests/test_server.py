@@ -38,6 +38,20 @@ def test_a_named_server_is_used_as_is(monkeypatch: pytest.MonkeyPatch) -> None:
     assert os.environ["PREFECT_API_URL"] == "http://127.0.0.1:4200/api"
 
 
+def test_a_configured_server_is_used_and_shared_with_children(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`prefect config set PREFECT_API_URL=...` (a profile, not the environment) is honoured,
+    and exported while the block runs so `dvc repro`'s stage processes report there too."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    url = "http://127.0.0.1:4301/api"
+    with temporary_settings({PREFECT_API_URL: url}), prefect_server() as api_url:
+        assert api_url == url and os.environ["PREFECT_API_URL"] == url
+    assert "PREFECT_API_URL" not in os.environ
+
+
 def test_a_server_that_cannot_start_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     # a database the server cannot open: it exits during startup

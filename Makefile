@@ -33,8 +33,8 @@ test: install ## ruff + the whole test suite (CPU)
 lint: install ## ruff only
 	$(ACTIVATE) && ruff check .
 
-run: install ## the whole DAG as one Prefect flow run (`python -m flows.pipeline`)
-	$(ACTIVATE) && python -m flows.pipeline
+run: install ## the whole DAG as one Prefect flow run (`msaflow run`)
+	$(ACTIVATE) && msaflow run
 
 ui: install ## start a Prefect server with its UI on http://127.0.0.1:4200 (UI_HOST=0.0.0.0 to serve others)
 	$(ACTIVATE) && prefect server start --host $(UI_HOST) --port 4200

@@ -52,7 +52,7 @@ def _maxrss_mib() -> float:
 
 def run_ours(videos: int, seconds: float, out: str, q: mp.Queue) -> None:
     """Child: align every video with tasks.align; report time and peak-RSS growth."""
-    from tasks.align import align_clip
+    from tasks.formats.align import align_clip
 
     data = {f"vid{v}": make_video(v, seconds) for v in range(videos)}
     base = _maxrss_mib()

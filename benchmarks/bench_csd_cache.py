@@ -62,7 +62,7 @@ VOCAB = (
 
 def video_ids(n: int) -> tuple[list[str], str]:
     """The first ``n`` MOSEI standard-fold video ids (sorted) and the folds to use."""
-    from tasks.sources import standard_folds
+    from tasks.sources.csd import standard_folds
 
     real = sorted(standard_folds("mosei"))
     if n <= len(real):
@@ -132,7 +132,7 @@ def stream_entries(
 
 def generate(root: Path, videos: list[str], indices: list[int], n_segments: int) -> float:
     """Write the five official files under ``root``; return the seconds it took."""
-    from tasks.csd import write_csd
+    from tasks.formats.csd import write_csd
 
     t0 = time.perf_counter()
     root.mkdir(parents=True, exist_ok=True)
@@ -190,8 +190,8 @@ def _peak_growth(base: float) -> float:
 def run_extract(root: str, base: str, folds: str, q: mp.Queue) -> None:
     """Child: csd_manifest + csd_extract; report wall, peak growth, baseline and summaries."""
     from msaflow.paths import Paths
-    from tasks import sources
-    from tasks.extract_text import load_tokenizer
+    from tasks.features.text import load_tokenizer
+    from tasks.sources import csd as sources
 
     params = bench_params(Path(root), folds)
     paths = Paths.from_params(params, base=base)

@@ -72,7 +72,7 @@ def convert(pkl: Path, base: Path) -> dict[str, Any]:
     """ingest + cache through the mmsa_pkl source; returns the cache summary."""
     from msaflow.params import load_params
     from msaflow.paths import Paths
-    from tasks.mmsa_pkl import build_cache_from_pickle, build_manifest_from_pickle
+    from tasks.sources.mmsa_pkl import build_cache_from_pickle, build_manifest_from_pickle
 
     params = load_params(
         Path(__file__).resolve().parents[1] / "params.yaml",
@@ -129,7 +129,7 @@ def measure(kind: str, path: str, batch: int, queue: Any) -> None:
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     if kind == "hdf5":
-        from tasks.dataset import H5Dataset, collate
+        from tasks.formats.dataset import H5Dataset, collate
 
         ds: Any = H5Dataset(path, "train")
         loader = DataLoader(ds, batch_size=batch, shuffle=True, collate_fn=collate,

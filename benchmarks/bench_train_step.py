@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))  # the synthetic cache builder lives in tests/
 
 def _time_model(name: str, config: object, h5: Path, device: str, batch: int, steps: int) -> float:
     from models import registry
-    from tasks.dataset import H5Dataset, collate, read_spec
+    from tasks.formats.dataset import H5Dataset, collate, read_spec
 
     spec = read_spec(h5)
     model = registry.build(name, spec, config).to(device)
@@ -54,8 +54,8 @@ def _time_model(name: str, config: object, h5: Path, device: str, batch: int, st
 
 def main() -> None:
     """Print step times per model and device."""
+    from msaflow.model_params import resolve_model
     from msaflow.params import load_params
-    from tasks.train import resolve_model
     from tests.synthetic import make_h5
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

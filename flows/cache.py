@@ -23,6 +23,3 @@ def cache_flow(params_path: str = "params.yaml", overrides: dict | None = None) 
     print(f"cache: {summary}")
     return summary
 
-
-if __name__ == "__main__":
-    cache_flow()

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from msaflow.params import Params, load_params
+from msaflow.params import load_params
 from msaflow.paths import Paths
+from msaflow.schema import Params
 
 # Quiet, offline defaults for Prefect runs started from this project (a user's own
 # settings win: setdefault only).
@@ -155,3 +156,12 @@ def _stop_server(process: subprocess.Popen, grace: float = 15.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def run_cli(command: str) -> None:
+    """``python -m flows.<x> ARGS`` = ``msaflow <command> ARGS``: the same parser, one CLI."""
+    import runpy
+    import sys
+
+    sys.argv = ["msaflow", command, *sys.argv[1:]]
+    runpy.run_module("msaflow.cli", run_name="__main__")

@@ -5,14 +5,14 @@ from __future__ import annotations
 from prefect import flow, task
 
 from flows.common import load, publish_markdown, summary_markdown
-from tasks import demo
+from tasks.demo import corpus
 
 
 @task(name="generate-demo-corpus")
 def generate_task(params_path: str, overrides: dict | None = None) -> dict:
     """Generate every clip of the demo corpus into ``Paths.demo_root``."""
     params, paths = load(params_path, overrides)
-    return demo.generate(params.demo, paths.demo_root, seed=params.seed)
+    return corpus.generate(params.demo, paths.demo_root, seed=params.seed)
 
 
 @flow(name="demo", log_prints=True)
@@ -23,6 +23,3 @@ def demo_flow(params_path: str = "params.yaml", overrides: dict | None = None) -
     print(f"demo corpus: {summary}")
     return summary
 
-
-if __name__ == "__main__":
-    demo_flow()

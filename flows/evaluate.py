@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from prefect import flow, task
 
 from flows.common import load, publish_markdown
@@ -40,6 +38,3 @@ def report_flow(params_path: str = "params.yaml", overrides: dict | None = None)
     print(table)
     return table
 
-
-if __name__ == "__main__":
-    evaluate_flow(sys.argv[1])

@@ -8,7 +8,7 @@ from prefect import flow, task, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.common import load, publish_markdown, summary_markdown
-from msaflow.params import ExtractParams
+from msaflow.schema import ExtractParams
 from tasks import extract
 
 
@@ -41,6 +41,3 @@ def run(params_path: str = "params.yaml", overrides: dict | None = None) -> dict
     runner = ThreadPoolTaskRunner(max_workers=params.extract.workers)
     return extract_flow.with_options(task_runner=runner)(params_path, overrides)
 
-
-if __name__ == "__main__":
-    run()

@@ -23,6 +23,3 @@ def ingest_flow(params_path: str = "params.yaml", overrides: dict | None = None)
     print(f"ingest: {summary}")
     return summary
 
-
-if __name__ == "__main__":
-    ingest_flow()

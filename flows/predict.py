@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from prefect import flow, task
 
 from flows.common import load, publish_markdown
@@ -51,6 +49,3 @@ def predict_flow(
     )
     return doc
 
-
-if __name__ == "__main__":
-    predict_flow(sys.argv[1], sys.argv[2:])

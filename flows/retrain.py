@@ -1,21 +1,20 @@
 """`retrain`: `dvc repro`, then champion vs challenger per model (tasks/retrain.py).
 
-Run once: ``msaflow retrain`` or ``python -m flows.retrain``; undo a promotion:
-``python -m flows.retrain --roll-back MODEL``. Serve on a schedule (a Prefect
-deployment; runs while this process lives, on the server named by ``PREFECT_API_URL``, else
-on a local server with its UI started for the process):
-``python -m flows.retrain --serve [--cron "0 3 * * 1"] [--name weekly]``.
+Run once: ``msaflow retrain``; undo a promotion: ``msaflow retrain --roll-back MODEL``.
+Serve on a schedule (a Prefect deployment; runs while this process lives, on the server
+named by ``PREFECT_API_URL``, else on a local server with its UI started for the process):
+``msaflow retrain --serve [--cron "0 3 * * 1"] [--name weekly]``. ``python -m flows.retrain``
+is the same command.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from typing import Any
 
 from prefect import flow, task
 
-from flows.common import load, prefect_server, publish_markdown
+from flows.common import load, publish_markdown, run_cli
+from flows.repro import repro
 from tasks import retrain
 
 DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00 (UTC): weekly, at a quiet hour
@@ -23,10 +22,8 @@ DEFAULT_NAME = "weekly"
 
 
 def run_repro(dvc_args: list[str]) -> int:
-    """`dvc repro` through msaflow.cli.repro (its stages report to this flow's server); the
+    """`dvc repro` with the shared server (its stages report to this flow's server); the
     exit code."""
-    from msaflow.cli import repro
-
     return repro(list(dvc_args))
 
 
@@ -77,68 +74,40 @@ def retrain_flow(
     return promote_task(params_path, champions, min_delta)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Arguments of ``python -m flows.retrain`` (exposed for tests)."""
-    parser = argparse.ArgumentParser(prog="python -m flows.retrain", description=__doc__)
-    parser.add_argument("--serve", action="store_true",
-                        help="serve as a scheduled Prefect deployment instead of running once")
-    parser.add_argument("--cron", default=DEFAULT_CRON,
-                        help=f"schedule for --serve, UTC (default {DEFAULT_CRON!r}: weekly)")
-    parser.add_argument("--name", default=DEFAULT_NAME,
-                        help=f"deployment name for --serve (default {DEFAULT_NAME!r})")
-    parser.add_argument("--params", default="params.yaml", help="params file (params.yaml)")
-    parser.add_argument("--min-delta", type=float, default=0.0,
-                        help="promote only when better on valid by more than this (default 0)")
-    parser.add_argument("--model", dest="models", action="append", default=None,
-                        help="only this model (repeatable; default every train.models)")
-    parser.add_argument("--roll-back", metavar="MODEL", default=None,
-                        help="make MODEL's previous/ champion current again (no repro) and exit")
-    return parser
+def flow_parameters(
+    params_path: str, min_delta: float, models: list[str] | None
+) -> dict[str, Any]:
+    """The retrain_flow parameters, checked."""
+    if not min_delta >= 0:
+        raise ValueError(f"--min-delta must be >= 0, got {min_delta}")
+    return {"params_path": params_path, "min_delta": min_delta, "models": models}
 
 
-def flow_parameters(args: argparse.Namespace) -> dict[str, Any]:
-    """The retrain_flow parameters the command line asks for."""
-    if not args.min_delta >= 0:
-        raise SystemExit(f"--min-delta must be >= 0, got {args.min_delta}")
-    return {"params_path": args.params, "min_delta": args.min_delta, "models": args.models}
-
-
-def serve_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+def serve_kwargs(cron: str, name: str, parameters: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments of ``retrain_flow.serve`` (cron checked here, not at first run)."""
     from prefect.client.schemas.schedules import CronSchedule
 
     try:
-        CronSchedule(cron=args.cron)
+        CronSchedule(cron=cron)
     except ValueError as err:
-        raise SystemExit(f"--cron {args.cron!r}: not a valid cron expression ({err})") from err
+        raise ValueError(f"--cron {cron!r}: not a valid cron expression ({err})") from None
     return {
-        "name": args.name,
-        "cron": args.cron,
-        "parameters": flow_parameters(args),
+        "name": name,
+        "cron": cron,
+        "parameters": parameters,
         "limit": 1,  # never two retrains at once: both would promote into one folder
         "description": "dvc repro, then promote challengers that beat the champion on valid",
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the flow once, or serve it on its cron schedule."""
-    args = build_parser().parse_args(argv)
-    if args.roll_back:
-        _, paths = load(args.params)
-        record = retrain.roll_back(retrain.champion_dir(paths, args.roll_back))
-        print(f"{args.roll_back}: champion is again {record['metric']} {record['value']:.4f} "
-              f"(promoted {record.get('promoted_at')}); the undone one is in previous/")
-        return 0
-    kwargs = serve_kwargs(args) if args.serve else flow_parameters(args)
-    # The server named by PREFECT_API_URL (`make ui`), else a local one with its UI (and its
-    # scheduler) that lives as long as this process.
-    with prefect_server():
-        if args.serve:
-            retrain_flow.serve(**kwargs)
-        else:
-            retrain_flow(**kwargs)
-    return 0
+def roll_back(params_path: str, model: str) -> dict[str, Any]:
+    """Make ``model``'s previous champion current again (no repro); its record."""
+    _, paths = load(params_path)
+    record = retrain.roll_back(retrain.champion_dir(paths, model))
+    print(f"{model}: champion is again {record['metric']} {record['value']:.4f} "
+          f"(promoted {record.get('promoted_at')}); the undone one is in previous/")
+    return record
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli("retrain")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from prefect import flow, task
 
 from flows.common import load, publish_markdown, summary_markdown
@@ -26,6 +24,3 @@ def train_flow(
     publish_markdown(f"train-{model}", summary_markdown(f"Training: {model}", summary))
     return summary
 
-
-if __name__ == "__main__":
-    train_flow(sys.argv[1])

@@ -24,25 +24,12 @@ logits for classification; models may add more (embeddings, auxiliary heads).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-# Keys of a ``models.<name>`` params section that the trainer consumes, not the architecture.
-TRAIN_KEYS = (
-    "variant",
-    "lr",
-    "batch_size",
-    "max_epochs",
-    "patience",
-    "weight_decay",
-    "warmup_epochs",
-    "preset",
-)
 
 
 @dataclass(frozen=True)
@@ -113,30 +100,3 @@ class MSAModel(nn.Module):
 
     def on_train_epoch_start(self, epoch: int, train_loader: Any) -> None:
         """Called by the trainer before each training epoch (e.g. to rebuild a table)."""
-
-
-def config_from_params(cfg_cls: type, raw: dict[str, Any], where: str) -> Any:
-    """Build a config dataclass from a params dict; unknown keys or bad types name the key."""
-    from msaflow.params import ParamsError
-
-    fields = {f.name: f for f in dataclasses.fields(cfg_cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise ParamsError(
-            f"{where}: unknown key(s) {unknown}; expected some of {sorted(fields)}"
-        )
-    kwargs = {}
-    for key, value in raw.items():
-        default = fields[key].default
-        if default is not dataclasses.MISSING and default is not None and value is not None:
-            kind = type(default)
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            elif kind is tuple and isinstance(value, list):
-                value = tuple(value)
-            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                raise ParamsError(
-                    f"{where}.{key}: expected {kind.__name__}, got {value!r}"
-                )
-        kwargs[key] = value
-    return cfg_cls(**kwargs)

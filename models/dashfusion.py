@@ -85,7 +85,7 @@ class DashFusionConfig:
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
-            from msaflow.params import ParamsError
+            from msaflow.errors import ParamsError
 
             raise ParamsError(
                 f"models.dashfusion: invalid value for {bad} in {self!r} "
@@ -129,7 +129,7 @@ def preset(dataset_name: str) -> dict[str, Any]:
     """The authors' settings for a dataset (trainer and architecture keys together)."""
     key = dataset_name.lower()
     if key not in _PRESETS:
-        from msaflow.params import ParamsError
+        from msaflow.errors import ParamsError
 
         raise ParamsError(
             f"models.dashfusion.preset: no preset for dataset {dataset_name!r}; "

@@ -1,11 +1,35 @@
-"""Name → model class, so params name a model and checkpoints rebuild it."""
+"""Name → model class, so params name a model and checkpoints rebuild it.
+
+Adding a model: one file that decorates its class with ``@register(name, ConfigDataclass)``,
+and one line in ``_MODULES`` naming that file (imported only when the model is used).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib
-from typing import Any
+import typing
+from typing import TYPE_CHECKING, Annotated, Any
 
-from models.base import TRAIN_KEYS, DataSpec, MSAModel, config_from_params
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from msaflow.errors import ParamsError
+
+if TYPE_CHECKING:  # the model modules import torch; this index stays light
+    from models.base import DataSpec, MSAModel
+
+# Keys of a ``models.<name>`` params section that the trainer consumes, not the architecture.
+TRAIN_KEYS = (
+    "variant",
+    "lr",
+    "batch_size",
+    "max_epochs",
+    "patience",
+    "weight_decay",
+    "warmup_epochs",
+    "preset",
+)
 
 # Model name → module that defines it (imported lazily: a heavy model costs nothing unused).
 _MODULES = {
@@ -39,9 +63,7 @@ def available() -> list[str]:
 def lookup(name: str) -> tuple[type[MSAModel], type]:
     """The (model class, config class) registered under ``name``."""
     if name not in _MODULES:
-        from msaflow.params import ParamsError
-
-        raise ParamsError(f"unknown model {name!r}; available: {available()}")
+        raise ParamsError(f"models.{name}: unknown model {name!r}; available: {available()}")
     if name not in _REGISTRY:
         importlib.import_module(_MODULES[name])
     return _REGISTRY[name]
@@ -54,15 +76,46 @@ def split_params(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return train, arch
 
 
-def build_config(name: str, arch: dict[str, Any]) -> Any:
-    """Validate architecture params into the model's config dataclass."""
+@functools.cache
+def _typed(config_cls: type) -> type[BaseModel]:
+    hints = typing.get_type_hints(config_cls)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(config_cls):
+        kind = hints[f.name]
+        if kind is tuple or typing.get_origin(kind) is tuple:
+            kind = Annotated[kind, Field(strict=False)]  # YAML and checkpoints give lists
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        fields[f.name] = (kind, default)
+    return create_model(
+        f"{config_cls.__name__}Params", __config__=ConfigDict(extra="forbid", strict=True),
+        **fields,
+    )
+
+
+def config_model(name: str) -> type[BaseModel]:
+    """The pydantic model of ``name``'s architecture keys: its config dataclass's fields,
+    their types checked strictly, unknown keys refused."""
     _, config_cls = lookup(name)
-    return config_from_params(config_cls, arch, f"models.{name}")
+    return _typed(config_cls)
+
+
+def build_config(name: str, arch: dict[str, Any]) -> Any:
+    """Validate architecture params into the model's config dataclass (ParamsError names
+    ``models.<name>.<key>``); the dataclass's own checks run on construction."""
+    _, config_cls = lookup(name)
+    try:
+        typed = config_model(name).model_validate(arch)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        what = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        raise ParamsError(f"models.{name}.{key}: {what} (got {first.get('input')!r})") from None
+    return config_cls(**dict(typed))
 
 
 def build(name: str, spec: DataSpec, config: Any) -> MSAModel:
     """Instantiate a registered model for the given data."""
-    cls, config_cls = lookup(name)
     if isinstance(config, dict):
-        config = config_from_params(config_cls, config, f"models.{name}")
+        config = build_config(name, config)
+    cls, _ = lookup(name)
     return cls(spec, config)

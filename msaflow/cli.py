@@ -1,35 +1,54 @@
-"""`msaflow`: one command, a subcommand per stage (each runs that stage's Prefect flow).
+"""`msaflow`: the one command line of the pipeline (each subcommand runs a Prefect flow).
 
 msaflow demo | ingest | extract | cache       data stages
 msaflow train MODEL | evaluate MODEL | report model stages
 msaflow predict VIDEO... --model MODEL        a trained model's sentiment of new videos
 msaflow run                                   the whole DAG as one Prefect flow run
 msaflow repro [DVC ARGS...]                   `dvc repro` with one shared Prefect server
-msaflow retrain [--min-delta X]               `dvc repro`, then promote challengers that beat
-                                              their champion on valid (flows/retrain.py)
 msaflow exp [DVC ARGS...]                     `dvc exp run` (takes -S) with one shared server
+msaflow retrain [--serve] [--roll-back MODEL] `dvc repro`, then promote challengers that beat
+                                              their champion on valid; or serve it on a cron
 msaflow check                                 validate params.yaml and exit
 
-Every stage command, `run` and `check` take ``-S KEY=VALUE`` (repeatable) to change params
-for that run only, spelled as in `dvc exp run -S` (e.g. ``msaflow run -S dataset.name=meld
--S dataset.root=/data/MELD.Raw``); params.yaml is not modified.
+Every stage command, `run`, `predict` and `check` take ``-S KEY=VALUE`` (repeatable) to
+change params for that run only, spelled as in `dvc exp run -S` (e.g. ``msaflow run -S
+dataset.name=meld -S dataset.root=/data/MELD.Raw``); params.yaml is not modified.
+``python -m flows.pipeline`` and ``python -m flows.retrain`` are `msaflow run` and
+`msaflow retrain` under their module names.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import subprocess
 import sys
-import time
+from typing import Any
 
+from msaflow.errors import ParamsError
 from msaflow.overrides import parse_assignments
-from msaflow.params import ParamsError, load_params
+from msaflow.params import load_params
+
+DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00 (UTC): weekly, at a quiet hour
+DEFAULT_NAME = "weekly"
+STAGES = (
+    ("demo", "generate the demo corpus (data/raw/demo)"),
+    ("ingest", "the dataset's raw files → manifest.csv + ingest_errors.csv"),
+    ("extract", "features per clip → one .csd per feature set + extract_errors.csv"),
+    ("cache", ".csd files → HDF5 tensors (aligned / unaligned)"),
+    ("report", "the summary table across models (reports/summary_<dataset>.md)"),
+    ("check", "validate params (and -S overrides) and exit"),
+)
 
 
-def _stage(name: str, args: argparse.Namespace, over: dict | None) -> object:
-    # Flows are imported lazily: `msaflow check` and `--help` stay instant.
+def _models_help() -> str:
+    from models import registry
+
+    return "one of: " + ", ".join(registry.available())
+
+
+def _run_stage(args: argparse.Namespace, over: dict[str, Any] | None) -> Any:
+    """Run the flow of a stage command (flows are imported here: `--help` stays quick)."""
+    name = args.command
     if name == "demo":
         from flows.demo import demo_flow
 
@@ -66,65 +85,55 @@ def _stage(name: str, args: argparse.Namespace, over: dict | None) -> object:
             transcripts=args.transcripts, out=args.out, params_path=args.params,
             overrides=over,
         )
-    if name == "retrain":
-        from flows.retrain import retrain_flow
-
-        return retrain_flow(args.params, min_delta=args.min_delta, models=args.models)
-    if name == "run":
-        from flows.pipeline import pipeline
-
-        return pipeline(args.params, record=not args.no_record, overrides=over)
     raise AssertionError(name)
 
 
-def repro(dvc_args: list[str], command: tuple[str, ...] = ("repro",)) -> int:
-    """Run `dvc repro` (or `dvc exp run`) with one Prefect server shared by every stage."""
+def _retrain(args: argparse.Namespace) -> int:
     from flows.common import prefect_server
+    from flows.retrain import flow_parameters, retrain_flow, roll_back, serve_kwargs
 
-    name = " ".join(("dvc", *command))
-    if command == ("repro",) and any(a in ("-S", "--set-param") for a in dvc_args):
-        print("msaflow repro: `dvc repro` takes no -S; use `msaflow exp -S KEY=VALUE ...` "
-              "(= `dvc exp run -S ...`) to run an experiment with changed params")
-        return 2
-    dvc = shutil.which("dvc")
-    if dvc is None:
-        print("msaflow: `dvc` not found on PATH (activate the venv: . .venv/bin/activate)")
-        return 2
-    start = time.perf_counter()
+    if args.roll_back:
+        roll_back(args.params, args.roll_back)
+        return 0
+    parameters = flow_parameters(args.params, args.min_delta, args.models)
+    kwargs = serve_kwargs(args.cron, args.name, parameters) if args.serve else None
+    # The server named by PREFECT_API_URL (`make ui`), else a local one with its UI (and its
+    # scheduler) that lives as long as this process.
     with prefect_server():
-        code = subprocess.run([dvc, *command, *dvc_args], env=os.environ.copy()).returncode
-    print(f"{name} finished in {time.perf_counter() - start:.1f} s (exit {code})")
-    return code
+        if kwargs is not None:
+            retrain_flow.serve(**kwargs)
+        else:
+            retrain_flow(**parameters)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
-    parser = argparse.ArgumentParser(prog="msaflow", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="msaflow", description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[2:11]),
+    )
     parser.add_argument("--params", default="params.yaml", help="params file (params.yaml)")
     sets = argparse.ArgumentParser(add_help=False)
     sets.add_argument("-S", "--set", dest="overrides", action="append", default=[],
                       metavar="KEY=VALUE",
                       help="change a param for this run only, as `dvc exp run -S` (repeatable)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, text in STAGES:
+        sub.add_parser(name, help=text, description=text, parents=[sets])
+    models = _models_help()
     for name, text in [
-        ("demo", "generate the demo corpus"),
-        ("ingest", "raw dataset → manifest"),
-        ("extract", "features per clip → .csd"),
-        ("cache", ".csd → HDF5 tensors (aligned / unaligned)"),
-        ("report", "summary table across models"),
-        ("check", "validate params and exit"),
+        ("train", "train one model, every seed of train.seeds"),
+        ("evaluate", "score one model's checkpoints on valid and test"),
     ]:
-        sub.add_parser(name, help=text, parents=[sets])
-    for name, text in [
-        ("train", "train one model (all seeds)"),
-        ("evaluate", "evaluate one model"),
-    ]:
-        p = sub.add_parser(name, help=text, parents=[sets])
-        p.add_argument("model")
-    p = sub.add_parser("predict", help="a trained model's sentiment of your videos → JSON",
-                       parents=[sets])
-    p.add_argument("videos", nargs="+", metavar="VIDEO")
-    p.add_argument("--model", required=True, help="the trained model (e.g. fasca_net)")
+        p = sub.add_parser(name, help=text, description=text, parents=[sets])
+        p.add_argument("model", metavar="MODEL", help=models)
+    text = "a trained model's sentiment of your videos → JSON"
+    p = sub.add_parser("predict", help=text, description=text, parents=[sets])
+    p.add_argument("videos", nargs="+", metavar="VIDEO",
+                   help="video file(s) to score (any container PyAV reads: mp4, avi, mkv...)")
+    p.add_argument("--model", required=True, help=f"the trained model ({models})")
     p.add_argument("--checkpoint", default=None,
                    help="a seed<k>.ckpt or its folder (default: every seed of --model "
                         "trained on the params' dataset)")
@@ -132,18 +141,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transcripts", default=None, metavar="CSV",
                    help="transcripts: columns path (or clip_id = file name stem) and text")
     p.add_argument("--out", default="predictions.json", help="JSON written (predictions.json)")
-    p = sub.add_parser("run", help="the whole DAG as one Prefect flow run", parents=[sets])
+    text = "the whole DAG as one Prefect flow run (then `dvc commit`)"
+    p = sub.add_parser("run", help=text, description=text, parents=[sets])
     p.add_argument("--no-record", action="store_true", help="do not `dvc commit` at the end")
-    p = sub.add_parser("retrain", parents=[sets],
-                       help="`dvc repro`, then champion vs challenger per model (valid split)")
+    text = "`dvc repro`, then champion vs challenger per model (valid split); or --serve it"
+    p = sub.add_parser("retrain", help=text, description=text, parents=[sets])
     p.add_argument("--min-delta", type=float, default=0.0,
                    help="promote only when better on valid by more than this (default 0)")
     p.add_argument("--model", dest="models", action="append", default=None,
-                   help="only this model (repeatable; default every train.models)")
-    p = sub.add_parser("repro", help="`dvc repro` with one shared Prefect server")
-    p.add_argument("dvc_args", nargs=argparse.REMAINDER)
-    p = sub.add_parser("exp", help="`dvc exp run` (e.g. -S KEY=VALUE) with one shared server")
-    p.add_argument("dvc_args", nargs=argparse.REMAINDER)
+                   help=f"only this model (repeatable; default every train.models; {models})")
+    p.add_argument("--serve", action="store_true",
+                   help="serve as a scheduled Prefect deployment instead of running once")
+    p.add_argument("--cron", default=DEFAULT_CRON,
+                   help=f"schedule for --serve, UTC (default {DEFAULT_CRON!r}: weekly)")
+    p.add_argument("--name", default=DEFAULT_NAME,
+                   help=f"deployment name for --serve (default {DEFAULT_NAME!r})")
+    p.add_argument("--roll-back", metavar="MODEL", default=None,
+                   help="make MODEL's previous champion current again (no repro) and exit")
+    for name, text in [
+        ("repro", "`dvc repro` with one shared Prefect server; DVC_ARGS go to dvc "
+                  "(e.g. a stage name, --force)"),
+        ("exp", "`dvc exp run` with one shared Prefect server; DVC_ARGS go to dvc "
+                "(e.g. -S KEY=VALUE, --name NAME)"),
+    ]:
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("dvc_args", nargs=argparse.REMAINDER, metavar="DVC_ARGS",
+                       help="passed to dvc as they are")
     return parser
 
 
@@ -156,44 +179,45 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.command not in ("repro", "exp"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command in ("repro", "exp"):
-        args.dvc_args = [*extra, *args.dvc_args]
+        from flows.repro import repro
+
+        command = ("repro",) if args.command == "repro" else ("exp", "run")
+        return repro([*extra, *args.dvc_args], command)
     try:
         over = parse_assignments(getattr(args, "overrides", [])) or None
         params = load_params(args.params, over)
         if args.command == "check":
-            extra = f" with {len(over)} override(s)" if over else ""
+            extra_s = f" with {len(over)} override(s)" if over else ""
             print(
-                f"{args.params}{extra}: valid (dataset {params.dataset.name}, preset "
+                f"{args.params}{extra_s}: valid (dataset {params.dataset.name}, preset "
                 f"{params.dataset.preset}, models "
                 f"{', '.join(params.train.models)})"
             )
             return 0
         if args.command in ("train", "evaluate") and args.model not in params.models:
             raise ParamsError(f"{args.params}: models.{args.model}: no such model section")
-        if args.command == "retrain" and over:
-            print("error: retrain runs `dvc repro`, which reads params.yaml as it is: -S "
-                  "overrides would not apply; use `dvc exp run -S KEY=VALUE` (= `msaflow exp`) "
-                  "for changed params, or edit params.yaml", file=sys.stderr)
-            return 2
-        if args.command == "retrain" and os.path.abspath(args.params) != os.path.abspath(
-            "params.yaml"
-        ):
-            print(f"error: retrain runs `dvc repro`, which reads ./params.yaml, not "
-                  f"{args.params}; run it from the repo root without --params", file=sys.stderr)
-            return 2
-        if args.command == "repro":
-            return repro(args.dvc_args)
-        if args.command == "exp":
-            return repro(args.dvc_args, ("exp", "run"))
-        if args.command in ("run", "retrain"):
-            # Many flow runs (and for retrain, `dvc repro`'s stage processes): one local
-            # server with the UI, as `msaflow repro` has, instead of Prefect's API-only one.
+        if args.command == "retrain":
+            if over:
+                print("error: retrain runs `dvc repro`, which reads params.yaml as it is: -S "
+                      "overrides would not apply; use `dvc exp run -S KEY=VALUE` (= `msaflow "
+                      "exp`) for changed params, or edit params.yaml", file=sys.stderr)
+                return 2
+            if os.path.abspath(args.params) != os.path.abspath("params.yaml"):
+                print(f"error: retrain runs `dvc repro`, which reads ./params.yaml, not "
+                      f"{args.params}; run it from the repo root without --params",
+                      file=sys.stderr)
+                return 2
+            return _retrain(args)
+        if args.command == "run":
+            # Many flow runs: one local server with the UI, as `msaflow repro` has, instead
+            # of Prefect's API-only one.
             from flows.common import prefect_server
+            from flows.pipeline import pipeline
 
             with prefect_server():
-                result = _stage(args.command, args, over)
-        else:
-            result = _stage(args.command, args, over)
+                pipeline(args.params, record=not args.no_record, overrides=over)
+            return 0
+        result = _run_stage(args, over)
         if args.command == "predict" and result["videos"] == result["failed"]:
             return 1  # every video failed; their errors are in the table and the JSON
     except ParamsError as err:

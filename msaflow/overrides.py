@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from msaflow.params import ParamsError
+from msaflow.errors import ParamsError
 
 
 def parse_assignments(items: Iterable[str]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from msaflow.params import Params
+from msaflow.schema import Params
 
 
 @dataclass(frozen=True)

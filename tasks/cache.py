@@ -2,13 +2,13 @@
 
 Clips are streamed one at a time in two passes: the first accumulates the train split's
 audio/vision statistics (over the rows actually written), the second writes every split.
-Every variant is built in the same passes, so each .csd entry is read at most twice.
+Every variant is built in the same passes, so each .csd entry is read at most twice. A
+source that brings its own tensors (tasks/sources) writes the same files its own way.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,23 +19,15 @@ import numpy as np
 import pandas as pd
 
 from msaflow.io import atomic_path, file_digest, text_digest
-from msaflow.params import Params
 from msaflow.paths import Paths
-from tasks.align import align_clip
-from tasks.csd import CsdFormatError, CsdReader, read_csd
-from tasks.ingest import layout_classes
+from msaflow.schema import Params
+from tasks import contracts, sources
+from tasks.contracts import POLARITY, SPLITS, CacheError
+from tasks.formats.align import align_clip
+from tasks.formats.csd import CsdFormatError, CsdReader, read_csd
+from tasks.formats.hdf5 import NORM_STREAMS, Running, SplitWriter, finish
 
-SPLITS = ("train", "valid", "test")
-NORM_STREAMS = ("audio", "vision")
 MANIFEST_REQUIRED = ("clip_id", "split", "text", "label", "label_class", "annotation")
-POLARITY = ("Negative", "Neutral", "Positive")  # ingest's label_class order for MMSA
-# lzf: per-sample reads of half-padded float32 rows (one sample per chunk) measured 3.3k
-# samples/s vs 2.7k for gzip level 1, for an 11% larger file; loader speed matters more.
-COMPRESSION = "lzf"
-
-
-class CacheError(ValueError):
-    """Inputs the cache stage cannot use; the message names the file / clip / key."""
 
 
 @dataclass
@@ -50,37 +42,6 @@ class Clip:
 
 
 @dataclass
-class Running:
-    """Streaming float64 mean/variance (Chan et al. merge of per-clip batches)."""
-
-    count: int = 0
-    mean: np.ndarray | None = None
-    m2: np.ndarray | None = None
-
-    def update(self, rows: np.ndarray) -> None:
-        """Fold a (n, d) block of rows in."""
-        if not len(rows):
-            return
-        x = rows.astype(np.float64)
-        n_b, mean_b = x.shape[0], x.mean(0)
-        m2_b = ((x - mean_b) ** 2).sum(0)
-        if self.mean is None:
-            self.count, self.mean, self.m2 = n_b, mean_b, m2_b
-            return
-        n = self.count + n_b
-        delta = mean_b - self.mean
-        self.mean = self.mean + delta * n_b / n
-        self.m2 = self.m2 + m2_b + delta**2 * self.count * n_b / n
-        self.count = n
-
-    def result(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, population std) as float32; zeros/ones when nothing was seen."""
-        if self.mean is None:
-            return np.zeros(dim, np.float32), np.ones(dim, np.float32)
-        return self.mean.astype(np.float32), np.sqrt(self.m2 / self.count).astype(np.float32)
-
-
-@dataclass
 class Skips:
     """Clips left out, with the reason, for the stage summary."""
 
@@ -89,22 +50,13 @@ class Skips:
 
 
 def read_manifest(path: Path) -> pd.DataFrame:
-    """The ingest manifest, with the columns the cache needs checked."""
-    if not path.is_file():
-        raise CacheError(f"{path}: manifest not found (run the `ingest` stage)")
-    frame = pd.read_csv(
-        path, dtype={"clip_id": str, "split": str, "text": str, "annotation": str},
-        keep_default_na=False, na_values={"label": ["", "nan", "NaN"]},
-    )
-    missing = [c for c in MANIFEST_REQUIRED if c not in frame.columns]
-    if missing:
-        raise CacheError(f"{path}: missing column(s) {missing}")
-    bad = frame.loc[~frame["split"].isin(SPLITS), "clip_id"].tolist()
-    if bad:
-        raise CacheError(f"{path}: clip(s) {bad[:5]} have a split outside {SPLITS}")
-    frame["label"] = pd.to_numeric(frame["label"], errors="coerce").astype(np.float32)
-    frame["label_class"] = pd.to_numeric(frame["label_class"]).astype(np.int64)
-    return frame
+    """The ingest manifest, with the columns the cache needs checked and labels typed."""
+    try:
+        return contracts.read_manifest(path, MANIFEST_REQUIRED, labels=True)
+    except FileNotFoundError:
+        raise CacheError(f"{path}: manifest not found (run the `ingest` stage)") from None
+    except contracts.ManifestError as err:
+        raise CacheError(str(err)) from None
 
 
 def csd_files(params: Params, paths: Paths) -> dict[str, Path]:
@@ -113,8 +65,8 @@ def csd_files(params: Params, paths: Paths) -> dict[str, Path]:
         "words": paths.csd_dir / "words.csd",
         "word_embeddings": paths.csd_dir / "word_embeddings.csd",
         "tokens": paths.csd_dir / "tokens.csd",
-        "audio": paths.csd_dir / f"{params.stream_feature_sets()['audio']}.csd",
-        "vision": paths.csd_dir / f"{params.stream_feature_sets()['vision']}.csd",
+        "audio": paths.csd_dir / f"{sources.streams(params)['audio']}.csd",
+        "vision": paths.csd_dir / f"{sources.streams(params)['vision']}.csd",
     }
 
 
@@ -123,7 +75,7 @@ def class_names(params: Params, manifest: pd.DataFrame) -> list[str]:
     if params.dataset.task == "regression":
         return list(POLARITY)
     # A layout with a fixed class list (MELD, IEMOCAP) keeps every class, seen or not.
-    fixed = layout_classes(params)
+    fixed = sources.classes(params)
     if fixed is not None:
         return list(fixed)
     known = manifest[manifest["label_class"] >= 0]
@@ -207,58 +159,6 @@ def seq_lengths(params: Params, variant: str) -> dict[str, int]:
     return lengths
 
 
-def _pad(rows: np.ndarray, length: int, dim: int) -> np.ndarray:
-    out = np.zeros((length, dim), dtype=np.float32)
-    out[: len(rows)] = rows
-    return out
-
-
-class SplitWriter:
-    """Appends clips to one split group: resizable datasets, one sample per chunk."""
-
-    def __init__(self, group: h5py.Group, seq: dict[str, int], dims: dict[str, int]) -> None:
-        self.group, self.seq, self.dims, self.n = group, seq, dims, 0
-        str_dt = h5py.string_dtype("utf-8")
-        shapes: dict[str, tuple[tuple[int, ...], Any]] = {
-            "ids": ((), str_dt),
-            "raw_text": ((), str_dt),
-            "text_ids": ((seq["tokens"],), np.int32),
-            "text_mask": ((seq["tokens"],), bool),
-            "label": ((), np.float32),
-            "label_class": ((), np.int64),
-        }
-        for m in ("words", "audio", "vision"):
-            shapes[m] = ((seq[m], dims[m]), np.float32)
-            shapes[f"{m}_lengths"] = ((), np.int32)
-        for name, (shape, dtype) in shapes.items():
-            numeric = dtype is not str_dt
-            group.create_dataset(
-                name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
-                chunks=(1, *shape), compression=COMPRESSION if numeric else None,
-            )
-
-    def append(self, clip_id: str, text: str, label: float, label_class: int,
-               rows: dict[str, np.ndarray]) -> None:
-        """Write one clip (padded) at the end of every dataset."""
-        i = self.n
-        for ds in self.group.values():
-            ds.resize(i + 1, axis=0)
-        g = self.group
-        g["ids"][i] = clip_id
-        g["raw_text"][i] = text
-        lt = self.seq["tokens"]
-        ids = np.zeros(lt, np.int32)
-        ids[: len(rows["text_ids"])] = rows["text_ids"]
-        g["text_ids"][i] = ids
-        g["text_mask"][i] = np.arange(lt) < len(rows["text_ids"])
-        for m in ("words", "audio", "vision"):
-            g[m][i] = _pad(rows[m], self.seq[m], self.dims[m])
-            g[f"{m}_lengths"][i] = len(rows[m])
-        g["label"][i] = label
-        g["label_class"][i] = label_class
-        self.n += 1
-
-
 def input_hash(params: Params, files: dict[str, Path], manifest: Path, variant: str) -> str:
     """Digest of the input files and every param that shapes this variant's content."""
     return text_digest(
@@ -268,7 +168,7 @@ def input_hash(params: Params, files: dict[str, Path], manifest: Path, variant: 
         params.dataset.task,
         params.cache.model_dump(mode="json"),
         params.extract.text.model_dump(mode="json"),
-        *params.stream_feature_sets().values(),  # audio, vision names
+        *sources.streams(params).values(),  # audio, vision names
     )
 
 
@@ -279,10 +179,9 @@ def _clips(frame: pd.DataFrame) -> Iterator[tuple[str, str, str, float, int]]:
 
 def build_cache(params: Params, paths: Paths) -> dict[str, Any]:
     """Write ``paths.h5(variant)`` for every ``cache.variants``; return a summary."""
-    if params.dataset.source == "mmsa_pkl":
-        from tasks import mmsa_pkl  # the pickle already holds tensors: no .csd, no alignment
-
-        return mmsa_pkl.build_cache_from_pickle(params, paths)
+    source = sources.of(params)
+    if source.cache is not None:  # the source brings tensors: no .csd, no alignment
+        return source.cache(params, paths)
     manifest = read_manifest(paths.manifest)
     files = csd_files(params, paths)
     absent = [str(p) for p in files.values() if not p.is_file()]
@@ -290,7 +189,6 @@ def build_cache(params: Params, paths: Paths) -> dict[str, Any]:
         raise CacheError(f"missing computational sequence(s) {absent} (run `extract`)")
     variants = list(params.cache.variants)
     names = class_names(params, manifest)
-    num_classes = len(names) if params.dataset.task == "classification" else 1
     skips = Skips()
 
     with contextlib.ExitStack() as stack:
@@ -357,25 +255,18 @@ def build_cache(params: Params, paths: Paths) -> dict[str, Any]:
                         empty_aligned += 1
                     writers[v][split].append(clip_id, text, label, label_class, rows)
             for v, f in h5s.items():
-                for m in NORM_STREAMS:
-                    mean, std = stats[v][m].result(dims[m])
-                    f.create_dataset(f"norm/{m}/mean", data=mean)
-                    f.create_dataset(f"norm/{m}/std", data=std)
-                f.attrs.update(
+                finish(
+                    f, stats[v],
                     variant=v,
                     task=params.dataset.task,
-                    num_classes=num_classes,
+                    class_names=names,
                     dataset=params.dataset.name,
                     text_encoder=params.extract.text.tokenizer,
-                    feature_sets=json.dumps({
-                        "words": "word_embeddings",
-                        "tokens": "tokens",
-                        **params.stream_feature_sets(),
-                    }),
-                    dims=json.dumps(dims),
-                    seq_len=json.dumps(seq_lengths(params, v)),
+                    feature_sets={"words": "word_embeddings", "tokens": "tokens",
+                                  **sources.streams(params)},
+                    dims=dims,
+                    seq_len=seq_lengths(params, v),
                     input_hash=input_hash(params, files, paths.manifest, v),
-                    class_names=json.dumps(names),
                 )
                 counts[v] = {s: writers[v][s].n for s in SPLITS}
 

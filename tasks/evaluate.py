@@ -15,17 +15,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 
-from models.base import MSAModel
 from msaflow.io import atomic_path, write_json_atomic, write_text_atomic
-from msaflow.params import Params
 from msaflow.paths import Paths
-from tasks.dataset import H5Dataset, collate
-from tasks.metrics import scheme_for
-from tasks.train import compute_metrics, load_checkpoint, resolve_accelerator
+from msaflow.schema import Params
+from tasks.formats.dataset import H5Dataset
+from tasks.metrics import compute_metrics, scheme_for
+from tasks.training import checkpoint
+from tasks.training.module import torch_device
 
-EVAL_BATCH = 64
 # Summary columns per kind of metrics.json: (split, metric, header).
 SUMMARY_COLUMNS = {
     "mosi": [
@@ -58,28 +56,6 @@ SUMMARY_COLUMNS = {
 }
 
 
-@torch.no_grad()
-def predict(
-    model: MSAModel, dataset: H5Dataset, device: str = "cpu"
-) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Eval-mode predictions of a split: (clip ids, targets, (N,) preds or (N, C) logits)."""
-    model.eval().to(device)
-    ids: list[str] = []
-    targets, preds = [], []
-    classification = model.spec.task == "classification"
-    loader = DataLoader(dataset, batch_size=EVAL_BATCH, shuffle=False, collate_fn=collate)
-    for batch in loader:
-        ids.extend(batch["id"])
-        tensors = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-        out = model(tensors)["pred"].float().cpu()
-        preds.append(out)
-        targets.append(batch["label_class"] if classification else batch["label"])
-    if not ids:
-        width = (0, model.spec.num_classes) if classification else (0,)
-        return ids, np.zeros(0), np.zeros(width)
-    return ids, torch.cat(targets).numpy(), torch.cat(preds).numpy()
-
-
 def _mean_std(per_seed: list[dict[str, float]]) -> dict[str, float | None]:
     """Mean over seeds with ``<metric>_std`` (sample std; 0 for one seed); NaN → null."""
     out: dict[str, float | None] = {}
@@ -92,14 +68,6 @@ def _mean_std(per_seed: list[dict[str, float]]) -> dict[str, float | None]:
     return out
 
 
-def _class_names(ckpt: dict[str, Any]) -> list[str]:
-    spec = ckpt["spec"]
-    names = list(spec.get("extra", {}).get("class_names") or [])
-    if len(names) != spec["num_classes"]:
-        names = [f"class{c}" for c in range(spec["num_classes"])]
-    return names
-
-
 def evaluate_model(params: Params, paths: Paths, model_name: str) -> dict[str, Any]:
     """Score every seed of ``model_name`` on ``evaluate.splits``; write the model's reports."""
     seeds = list(params.train.seeds)
@@ -107,7 +75,7 @@ def evaluate_model(params: Params, paths: Paths, model_name: str) -> dict[str, A
     missing = [str(p) for p in ckpts if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{model_name}: checkpoint(s) missing {missing}; run `train`")
-    device = "cuda" if resolve_accelerator(params.train.accelerator) == "gpu" else "cpu"
+    device = torch_device(params.train.accelerator)
     scheme = scheme_for(tuple(params.dataset.label_range))
     splits = list(params.evaluate.splits)
     per_split: dict[str, list[dict[str, float]]] = {s: [] for s in splits}
@@ -115,14 +83,15 @@ def evaluate_model(params: Params, paths: Paths, model_name: str) -> dict[str, A
     task = "regression"
     class_names: list[str] = []
     for seed, path in zip(seeds, ckpts, strict=True):
-        model, ckpt = load_checkpoint(path)
+        model, ckpt = checkpoint.load(path)
         task = model.spec.task
-        class_names = _class_names(ckpt)
+        class_names = checkpoint.class_names(ckpt)
         h5 = paths.h5(ckpt["variant"])
         # The normalisation the model was trained with, whatever params say now.
         normalize = bool(ckpt["params"]["cache"]["normalize"])
         for split in splits:
-            ids, y, out = predict(model, H5Dataset(h5, split, normalize=normalize), device)
+            ids, y, out = checkpoint.forward(model, H5Dataset(h5, split, normalize=normalize),
+                                             device)
             if not ids:
                 raise ValueError(f"{h5}: split {split!r} is empty; nothing to evaluate")
             per_split[split].append(compute_metrics(task, scheme, class_names, y, out))

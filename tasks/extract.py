@@ -9,7 +9,6 @@ the cached arrays into one MMSDK computational sequence per feature set.
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
@@ -24,23 +23,24 @@ import numpy as np
 import pandas as pd
 
 from msaflow.io import atomic_path, file_digest, text_digest
-from msaflow.params import ExtractParams, Params
 from msaflow.paths import Paths
-from tasks import extract_audio, extract_egemaps, extract_text, extract_vision, openface
-from tasks.csd import write_csd
-from tasks.media import ExtractError, MediaError, decode_audio, iter_frames, probe
+from msaflow.schema import ExtractParams, Params
+from tasks import features, sources
+from tasks.contracts import (
+    EXTRACT_ERROR_COLUMNS,
+    ExtractError,
+    ExtractionFailed,
+    MediaError,
+    read_manifest,
+    write_report,
+)
+from tasks.features import MODALITIES, Output
+from tasks.features.media import ClipInput, transcript
+from tasks.formats.csd import write_csd
 
 # Bump when an extractor's output changes for the same inputs and params: every cache
 # entry is then recomputed.
 EXTRACTOR_VERSION = "1"
-MODALITIES: tuple[str, ...] = ("text", "audio", "vision")
-ERROR_COLUMNS = ["clip_id", "stage", "modality", "severity", "error"]
-TEXT_SETS = ("words", "word_embeddings", "tokens")
-
-
-class ExtractionFailed(RuntimeError):
-    """The stage failed: a clip under ``fail_fast`` or too many failed clips."""
-
 
 # Media digests memoised per (path, mtime, size): one hash per file per process, even
 # though three modalities (and write_outputs) ask for it.
@@ -64,48 +64,26 @@ def media_digest(path: str | Path) -> str:
     return digest
 
 
-def _seconds(value: Any) -> float | None:
-    """A manifest start/end cell as seconds (empty, None or NaN = not given)."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    seconds = float(value)
-    return None if math.isnan(seconds) else seconds
-
-
-def _text(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return str(value)
-
-
 def modality_params(modality: str, cfg: ExtractParams) -> dict[str, Any]:
-    """The params that change a modality's features (text.max_tokens only truncates later)."""
-    if modality == "audio":
-        return cfg.audio.model_dump(mode="json")
-    if modality == "vision":
-        v = cfg.vision
-        if v.feature_set == "openface":
-            # max_side does not apply; the binary's identity does: another build recomputes
-            binary = openface.binary_identity(v.openface_bin or None)
-            return {"feature_set": v.feature_set, "fps": v.fps, "openface_binary": binary}
-        return {"feature_set": v.feature_set, "fps": v.fps, "max_side": v.max_side}
-    if modality == "text":
-        return {"tokenizer": cfg.text.tokenizer, "encoder": cfg.text.encoder}
-    raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
+    """The params that change a modality's features: its feature set's declared keys."""
+    if modality not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
+    return features.chosen(cfg, modality).key_params(features.section(cfg, modality))
 
 
 def clip_key(row: dict, modality: str, cfg: ExtractParams) -> str:
     """Content hash of one clip × modality: media bytes, window, text, params, version."""
+    clip = ClipInput(row)
     parts: list[Any] = [
         EXTRACTOR_VERSION,
         modality,
         media_digest(row["media"]),
-        _seconds(row.get("start")),
-        _seconds(row.get("end")),
+        clip.start,
+        clip.end,
         modality_params(modality, cfg),
     ]
-    if modality == "text":
-        parts.append(_text(row.get("text")))
+    if features.chosen(cfg, modality).uses_transcript:
+        parts.append(transcript(row.get("text")))
     return text_digest(*parts)
 
 
@@ -131,77 +109,19 @@ def _cached_warnings(path: Path) -> list[str] | None:
         return None  # damaged outside our atomic writes: recompute it
 
 
-class _Clip:
-    """One manifest row with its window and a lazily probed duration."""
-
-    def __init__(self, row: dict) -> None:
-        self.row = row
-        self.clip_id = str(row["clip_id"])
-        self.media = str(row["media"])
-        self.start = _seconds(row.get("start"))
-        self.end = _seconds(row.get("end"))
-        self.text = _text(row.get("text"))
-        self._duration: float | None = None
-
-    @property
-    def duration(self) -> float:
-        """Seconds of the clip window (the probed media length when no end is given)."""
-        if self._duration is None:
-            if self.start is not None and self.end is not None:
-                self._duration = self.end - self.start
-            else:
-                total = probe(self.media).duration
-                self._duration = total - (self.start or 0.0)
-            if not self._duration > 0:
-                raise MediaError(f"{self.media}: clip window has no duration ({self._duration})")
-        return self._duration
-
-
 def _compute(
-    modality: str, clip: _Clip, cfg: ExtractParams
+    modality: str, clip: ClipInput, cfg: ExtractParams
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """The arrays cached for one clip × modality, and its warnings."""
-    warnings: list[str] = []
-    if modality == "audio":
-        a = cfg.audio
-        samples = decode_audio(clip.media, a.sample_rate, clip.start, clip.end)
-        if a.feature_set == "egemaps":  # fixed 10 ms frames: hop_seconds does not apply
-            feats, ivals, names = extract_egemaps.extract_egemaps(samples, a.sample_rate)
-        else:
-            feats, ivals, names = extract_audio.extract_audio(
-                samples, a.sample_rate, a.hop_seconds
-            )
-        arrays = {"features": feats, "intervals": ivals}
-    elif modality == "vision" and cfg.vision.feature_set == "openface":
-        v = cfg.vision
-        feats, ivals, names, warnings = openface.extract_openface(
-            clip.media, v.fps, clip.start, clip.end, v.openface_bin or None, v.openface_timeout
-        )
-        arrays = {"features": feats, "intervals": ivals}
-    elif modality == "vision":
-        v = cfg.vision
-        frames = iter_frames(clip.media, v.fps, clip.start, clip.end, v.max_side)
-        feats, ivals, names, warnings = extract_vision.extract_vision(
-            frames, v.fps, offset=clip.start or 0.0
-        )
-        arrays = {"features": feats, "intervals": ivals}
-    else:
-        t = extract_text.extract_text(
-            clip.text, clip.duration, cfg.text.tokenizer, cfg.text.encoder
-        )
-        arrays = {
-            "words": np.array(t.words, dtype=str),
-            "word_intervals": t.word_intervals,
-            "embeddings": t.embeddings,
-            "tokens": t.tokens,
-            "token_intervals": t.token_intervals,
-        }
+    chosen = features.chosen(cfg, modality)
+    arrays, warnings = chosen.compute(clip, features.section(cfg, modality))
+    arrays = dict(arrays)
     arrays["warnings"] = np.array(warnings, dtype=str)
-    return arrays, warnings
+    return arrays, list(warnings)
 
 
 def _describe(err: BaseException) -> str:
-    if isinstance(err, (MediaError, ExtractError, openface.OpenFaceError)):
+    if isinstance(err, (MediaError, ExtractError)):
         return str(err)
     return f"{type(err).__name__}: {err}"  # unexpected: keep the type for the report
 
@@ -212,7 +132,7 @@ def extract_clip(row: dict, cfg: ExtractParams, cache_dir: Path) -> dict:
     Returns ``clip_id``, ``seconds``, ``status`` per modality (cached/computed/failed),
     ``errors`` (modality, severity, error) and ``keys`` (the cache key per modality).
     """
-    clip = _Clip(row)
+    clip = ClipInput(row)
     result: dict[str, Any] = {
         "clip_id": clip.clip_id,
         "seconds": 0.0,
@@ -251,79 +171,37 @@ def extract_clip(row: dict, cfg: ExtractParams, cache_dir: Path) -> dict:
     return result
 
 
-def feature_files(cfg: ExtractParams) -> dict[str, tuple[str, str]]:
-    """``{csd file name: (modality, feature set)}`` of every sequence this stage writes."""
+def outputs(cfg: ExtractParams) -> dict[str, tuple[str, Output]]:
+    """``{.csd stem: (modality, output)}`` of every sequence this stage writes."""
     return {
-        "words.csd": ("text", "words"),
-        "word_embeddings.csd": ("text", "word_embeddings"),
-        "tokens.csd": ("text", "tokens"),
-        f"{cfg.audio.feature_set}.csd": ("audio", cfg.audio.feature_set),
-        f"{cfg.vision.feature_set}.csd": ("vision", cfg.vision.feature_set),
+        out.name: (modality, out)
+        for modality, chosen in features.chosen_all(cfg).items()
+        for out in chosen.outputs
     }
 
 
-def cached_entry(npz: Any, feature_set: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(features, intervals)`` of ``feature_set`` in an open cache file (``np.load`` of
-    :func:`cache_path`): exactly the arrays this stage writes into ``<feature_set>.csd``."""
-    if feature_set == "words":
-        return npz["words"].reshape(-1, 1), npz["word_intervals"]
-    if feature_set == "word_embeddings":
-        return npz["embeddings"], npz["word_intervals"]
-    if feature_set == "tokens":
-        return npz["tokens"].reshape(-1, 1), npz["token_intervals"]
-    return npz["features"], npz["intervals"]
+def read_output(npz: Any, cfg: ExtractParams, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(features, intervals)`` of the ``.csd`` ``name`` in an open cache file (``np.load``
+    of :func:`cache_path`): exactly the arrays this stage writes into ``<name>.csd``."""
+    return outputs(cfg)[name][1].read(npz)
 
 
 def _entries(
-    ready: list[tuple[str, Path]], feature_set: str
+    ready: list[tuple[str, Path]], out: Output
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     for clip_id, path in ready:
         with np.load(path, allow_pickle=False) as npz:
-            features, intervals = cached_entry(npz, feature_set)
-        yield clip_id, features, intervals
+            feats, intervals = out.read(npz)
+        yield clip_id, feats, intervals
 
 
-def _dimension_names(
-    feature_set: str, modality: str, ready: list[tuple[str, Path]], cfg: ExtractParams
-) -> list[str]:
-    if feature_set == "words":
-        return ["word"]
-    if feature_set == "tokens":
-        return ["token_id"]
-    if feature_set == "word_embeddings":
-        width = 0
-        if ready:
-            with np.load(ready[0][1], allow_pickle=False) as npz:
-                width = int(npz["embeddings"].shape[1])
-        return [f"{cfg.text.encoder}_{i}" for i in range(width)]
-    if modality == "audio":
-        if feature_set == "egemaps":
-            return extract_egemaps.feature_names(cfg.audio.sample_rate)
-        return list(extract_audio.DIM_NAMES)
-    if feature_set == "openface":
-        return list(openface.DIM_NAMES)
-    return list(extract_vision.DIM_NAMES)
-
-
-_DESCRIPTIONS = {
-    "words": "transcript words; times spread over the clip by word length",
-    "word_embeddings": "frozen encoder last hidden state, mean over each word's subwords",
-    "tokens": "tokenizer ids of the whole transcript incl. special tokens, not truncated",
-    "librosa": "librosa 20 MFCC + zero-crossing rate + 12 chroma-CQT per hop",
-    "egemaps": "openSMILE eGeMAPS v02 low-level descriptors, 10 ms hop",
-    "facemesh": "MediaPipe Face Mesh: face flag, normalised landmark subset, expression",
-    "openface": "OpenFace 2 FeatureExtraction: face flag (success) + 709 gaze, pose, "
-    "landmark, shape and action unit columns; rows sampled at extract.vision.fps",
-}
-
-
-def _error_frame(results: list[dict]) -> pd.DataFrame:
-    rows = [
-        {"clip_id": r["clip_id"], "stage": "extract", **e}
-        for r in results
-        for e in r.get("errors", [])
-    ]
-    return pd.DataFrame(rows, columns=ERROR_COLUMNS)
+def _width(ready: list[tuple[str, Path]], out: Output) -> int:
+    """Feature width of an output, from its first cached entry (0 when there is none)."""
+    if not ready:
+        return 0
+    with np.load(ready[0][1], allow_pickle=False) as npz:
+        feats, _ = out.read(npz)
+    return int(feats.shape[1])
 
 
 def _failure_summary(frame: pd.DataFrame, n_clips: int, n_failed: int, limit: float) -> str:
@@ -349,14 +227,18 @@ def write_outputs(
     errors_path: Path,
     dataset_name: str,
 ) -> dict:
-    """Error report, then one ``.csd`` per feature set from the cache; stale sets removed."""
+    """Error report, then one ``.csd`` per feature set output from the cache; stale sets
+    removed."""
     by_clip = {r["clip_id"]: r for r in results}
     missing = [c for c in manifest["clip_id"] if c not in by_clip]
     if missing:
         raise ValueError(f"write_outputs: no extraction result for clips {missing[:5]}")
-    errors = _error_frame(results)
-    with atomic_path(errors_path) as tmp:
-        errors.to_csv(tmp, index=False)
+    errors = write_report(
+        errors_path,
+        ({"clip_id": r["clip_id"], "stage": "extract", **e} for r in results
+         for e in r.get("errors", [])),
+        EXTRACT_ERROR_COLUMNS,
+    )
     failed_clips = {r["clip_id"] for r in results if "failed" in r.get("status", {}).values()}
     n_clips = len(manifest)
     if n_clips and len(failed_clips) / n_clips > cfg.max_failed_fraction:
@@ -370,7 +252,7 @@ def write_outputs(
     params_json["extractor_version"] = EXTRACTOR_VERSION
     counts: dict[str, int] = {}
     csd_dir = Path(csd_dir)
-    for name, (modality, feature_set) in feature_files(cfg).items():
+    for name, (modality, out) in outputs(cfg).items():
         ready: list[tuple[str, Path]] = []
         for clip_id in manifest["clip_id"]:
             result = by_clip[clip_id]
@@ -380,43 +262,31 @@ def write_outputs(
                 )
                 ready.append((clip_id, cache_path(cache_dir, modality, key)))
         metadata = {
-            "computational sequence description": _DESCRIPTIONS.get(feature_set, feature_set),
-            "dimension names": _dimension_names(feature_set, modality, ready, cfg),
+            "computational sequence description": out.description,
+            "dimension names": out.dims(features.section(cfg, modality), _width(ready, out)),
             "computational sequence version": EXTRACTOR_VERSION,
             "alignment compatible": True,
             "dataset name": dataset_name,
             "creator": "msaflow extract",
             "extractor params": params_json,
         }
-        counts[name] = write_csd(
-            csd_dir / name, Path(name).stem, _entries(ready, feature_set), metadata
-        )
+        counts[f"{name}.csd"] = write_csd(csd_dir / f"{name}.csd", name, _entries(ready, out),
+                                          metadata)
     for stale in sorted(csd_dir.glob("*.csd")):
         if stale.name not in counts:
             stale.unlink()  # another feature set's output from an earlier params choice
     return {
-        "csd": counts,
+        "sequences": counts,
         "failed_clips": len(failed_clips),
         "errors": int((errors["severity"] == "error").sum()),
         "warnings": int((errors["severity"] == "warning").sum()),
     }
 
 
-def read_manifest(path: Path) -> pd.DataFrame:
-    """The ingest manifest, every cell as text (empty = not given)."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: manifest not found (run the ingest stage first)")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    for column in ("clip_id", "media"):
-        if column not in frame.columns:
-            raise ValueError(f"{path}: manifest has no {column!r} column")
-    if frame["clip_id"].duplicated().any():
-        dup = frame.loc[frame["clip_id"].duplicated(), "clip_id"].iloc[0]
-        raise ValueError(f"{path}: duplicate clip_id {dup!r} in the manifest")
-    return frame
+MapFn = Callable[[list[dict]], list[dict]]
 
 
-def _thread_map(cfg: ExtractParams, cache_dir: Path) -> Callable[[list[dict]], list[dict]]:
+def _thread_map(cfg: ExtractParams, cache_dir: Path) -> MapFn:
     def map_rows(rows: list[dict]) -> list[dict]:
         from tqdm.auto import tqdm
 
@@ -427,7 +297,7 @@ def _thread_map(cfg: ExtractParams, cache_dir: Path) -> Callable[[list[dict]], l
     return map_rows
 
 
-def _one_torch_thread(map_fn: Callable[[list[dict]], list[dict]], rows: list[dict]) -> list[dict]:
+def _one_torch_thread(map_fn: MapFn, rows: list[dict]) -> list[dict]:
     """Run ``map_fn`` with one torch intra-op thread, restoring the setting afterwards.
 
     Parallelism here is across clips; a clip's encoder batch is a few dozen tokens, where
@@ -444,27 +314,13 @@ def _one_torch_thread(map_fn: Callable[[list[dict]], list[dict]], rows: list[dic
         torch.set_num_threads(before)
 
 
-def run(
-    params: Params, paths: Paths, map_fn: Callable[[list[dict]], list[dict]] | None = None
-) -> dict:
-    """Extract every manifest clip (``map_fn`` fans out), write the ``.csd``; a summary."""
-    # dvc.yaml declares extract_cache/ an output of every source; csd and mmsa_pkl leave
-    # it empty, but it must exist or `dvc repro` fails the stage after it succeeded.
-    paths.extract_cache.mkdir(parents=True, exist_ok=True)
-    if params.dataset.source == "csd":
-        from tasks import sources  # official sequences: no media to decode
-
-        return sources.csd_extract(params, paths)
-    if params.dataset.source == "mmsa_pkl":
-        from tasks import mmsa_pkl  # features are in the pickle; cache reads it directly
-
-        return mmsa_pkl.skip_extraction(params, paths)
+def extract_media(params: Params, paths: Paths, map_fn: MapFn | None = None) -> dict:
+    """The media extractors over every manifest clip (``map_fn`` fans out), then the
+    ``.csd`` files; a summary."""
     cfg = params.extract
-    if cfg.vision.feature_set == "openface":
-        try:  # once, up front: not the same error for every clip
-            openface.require_binary(cfg.vision.openface_bin)
-        except openface.OpenFaceError as err:
-            raise ExtractionFailed(str(err)) from None
+    for chosen in features.chosen_all(cfg).values():
+        if chosen.prepare is not None:  # once, up front: not the same error for every clip
+            chosen.prepare(features.section(cfg, chosen.modality))
     began = time.perf_counter()
     manifest = read_manifest(paths.manifest)
     rows = manifest.to_dict("records")
@@ -472,7 +328,7 @@ def run(
         media = Path(row["media"])
         row["media"] = str(media if media.is_absolute() else paths.base / media)
     results = _one_torch_thread(map_fn or _thread_map(cfg, paths.extract_cache), rows)
-    outputs = write_outputs(
+    written = write_outputs(
         manifest,
         results,
         cfg,
@@ -494,8 +350,21 @@ def run(
         for modality in MODALITIES:
             summary[f"{status}_{modality}"] = tally[(modality, status)]
     summary.update(
-        failed_clips=outputs["failed_clips"],
-        warnings=outputs["warnings"],
-        csd=outputs["csd"],
+        failed_clips=written["failed_clips"],
+        warnings=written["warnings"],
+        sequences=written["sequences"],
     )
     return summary
+
+
+def run(params: Params, paths: Paths, map_fn: MapFn | None = None) -> dict:
+    """Stage ``extract``: what ``dataset.source`` asks for (the media extractors unless the
+    source brings its own features); a summary."""
+    # dvc.yaml declares extract_cache/ an output of every source; a source that brings its
+    # features leaves it empty, but it must exist or `dvc repro` fails the stage after it
+    # succeeded.
+    paths.extract_cache.mkdir(parents=True, exist_ok=True)
+    source = sources.get(params.dataset.source)
+    if source.extract is not None:
+        return source.extract(params, paths)
+    return extract_media(params, paths, map_fn)

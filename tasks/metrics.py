@@ -188,3 +188,15 @@ def scheme_for(label_range: tuple[float, float]) -> str:
     """MMSA regression scheme from the label range: "sims" for [-1, 1], else "mosi"."""
     low, high = label_range
     return "sims" if (low, high) == (-1.0, 1.0) else "mosi"
+
+
+def compute_metrics(
+    task: str, scheme: str, class_names: list[str], y_true: np.ndarray, pred: np.ndarray
+) -> dict[str, float]:
+    """The task's metrics as floats (the list of skipped AUC classes is dropped)."""
+    if task == "regression":
+        keep = ~np.isnan(y_true)
+        return regression_metrics(y_true[keep], pred[keep], scheme=scheme)
+    keep = y_true >= 0
+    m = classification_metrics(y_true[keep], pred[keep], class_names)
+    return {k: v for k, v in m.items() if isinstance(v, float)}

@@ -4,7 +4,7 @@ Per video: the extract stage's extractors (``extract_clip`` with the params' ``e
 section, into a scratch per-clip cache), the cache stage's per-clip input (``load_clip``,
 ``prepare``, ``SplitWriter``'s padding and token mask), the loader's z-score with the TRAIN
 statistics of the HDF5 cache the checkpoint was trained on (``H5Dataset``) and evaluate's
-forward pass (``tasks.evaluate.predict``), once per seed. The rows go through a scratch
+forward pass (``tasks.training.checkpoint.forward``), once per seed. The rows go through a scratch
 one-split HDF5 written and read by those same classes, so a clip that is in the cache gets
 exactly the input `evaluate` gives it. Not a DVC stage: it reads artifacts and writes the
 file the user names.
@@ -28,14 +28,17 @@ from pydantic import ValidationError
 
 from models.base import DataSpec, MSAModel
 from msaflow.io import write_json_atomic
-from msaflow.params import CacheParams, ExtractParams, Params
 from msaflow.paths import Paths
-from tasks import extract, extract_text
-from tasks.cache import NORM_STREAMS, Clip, SplitWriter, load_clip, prepare, seq_lengths
-from tasks.dataset import H5Dataset
-from tasks.evaluate import predict as forward
+from msaflow.schema import CacheParams, DatasetParams, ExtractParams, Params
+from tasks import extract, features, sources
+from tasks.cache import Clip, load_clip, prepare, seq_lengths
+from tasks.features.text import load_tokenizer
+from tasks.formats.dataset import H5Dataset
+from tasks.formats.hdf5 import NORM_STREAMS, SplitWriter
 from tasks.metrics import SIMS_BINS, scheme_for
-from tasks.train import load_checkpoint, resolve_accelerator
+from tasks.training.checkpoint import forward
+from tasks.training.checkpoint import load as load_checkpoint
+from tasks.training.module import torch_device
 
 # Keys of the params `extract` section that never change a clip's features.
 RUN_KEYS = ("workers", "fail_fast", "max_failed_fraction")
@@ -184,7 +187,7 @@ def _feature_keys(raw: dict[str, Any]) -> dict[str, Any]:
             if k.removeprefix("extract.") not in RUN_KEYS
         }
     out: dict[str, Any] = {}
-    for modality in extract.MODALITIES:
+    for modality in features.MODALITIES:
         try:
             values = extract.modality_params(modality, cfg)
         except (OSError, RuntimeError, ValueError):  # e.g. an OpenFace build no longer there
@@ -196,8 +199,8 @@ def _feature_keys(raw: dict[str, Any]) -> dict[str, Any]:
 
 def check_params(ens: Ensemble, params: Params) -> None:
     """The current ``extract`` params must be the ones the checkpoint's features came from."""
-    source = ens.params["dataset"].get("source", "raw")
-    if source != "raw":
+    source = ens.params["dataset"].get("source", DatasetParams.model_fields["source"].default)
+    if source not in sources.names() or not sources.get(source).media:
         raise PredictError(
             f"{ens.paths[0]}: trained on dataset.source {source!r} ({ens.dataset}), whose "
             "features are not made by the `extract` extractors; predict on videos needs a "
@@ -313,7 +316,7 @@ class _Entries:
 
 def _no_text(cfg: ExtractParams, words_dim: int) -> dict[str, _Entries]:
     """What an empty transcript gives: no words, the tokenizer's ids of "" ([CLS] [SEP])."""
-    tokenizer = extract_text.load_tokenizer(cfg.text.tokenizer)
+    tokenizer = load_tokenizer(cfg.text.tokenizer)
     ids = np.asarray(tokenizer("", add_special_tokens=True)["input_ids"], np.int64)
     return {
         "words": _Entries(np.zeros((0, 1), dtype="S1"), np.zeros((0, 2))),
@@ -341,26 +344,24 @@ def featurize(
         raise VideoError("; ".join(failed))
     notes = [f"{e['modality']}: {e['error']}" for e in result["errors"]
              if e["severity"] == "warning"]
-    sets = {"audio": cfg.audio.feature_set, "vision": cfg.vision.feature_set}
-    wanted = {
-        "words": ("text", "words"),
-        "word_embeddings": ("text", "word_embeddings"),
-        "tokens": ("text", "tokens"),
-        "audio": ("audio", sets["audio"]),
-        "vision": ("vision", sets["vision"]),
-    }
+    made = extract.outputs(cfg)  # .csd stem → (modality, output)
+    wanted = {name: (made[name][0], made[name][1]) for name in ("words", "word_embeddings",
+                                                                 "tokens")}
+    for modality in ("audio", "vision"):
+        chosen = features.chosen(cfg, modality).outputs[0]
+        wanted[modality] = (modality, chosen)
     readers: dict[str, Any] = {}
     files: dict[str, Path] = {}
     if not text:
         readers.update(_no_text(cfg, spec.dims["words"]))
         files.update({k: Path("<empty transcript>") for k in readers})
         notes.insert(0, NO_TRANSCRIPT)
-    for name, (modality, feature_set) in wanted.items():
+    for name, (modality, output) in wanted.items():
         if name in readers:
             continue
         npz_path = extract.cache_path(cache_dir, modality, result["keys"][modality])
         with np.load(npz_path, allow_pickle=False) as npz:
-            readers[name] = _Entries(*extract.cached_entry(npz, feature_set))
+            readers[name] = _Entries(*output.read(npz))
         files[name] = npz_path
     try:
         clip = load_clip(readers, files, video.stem)
@@ -482,7 +483,7 @@ def predict_videos(
     used = prepare_params(ens, params)
     h5 = dataclasses.replace(paths, dataset=ens.dataset).h5(ens.variant)
     check_cache(h5, ens)
-    device = "cuda" if resolve_accelerator(params.train.accelerator) == "gpu" else "cpu"
+    device = torch_device(params.train.accelerator)
 
     entries: list[dict[str, Any]] = []
     scored: list[int] = []  # entry index of each row of the scratch file

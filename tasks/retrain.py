@@ -29,8 +29,8 @@ from typing import Any
 import yaml
 
 from msaflow.io import file_digest, write_json_atomic
-from msaflow.params import Params
 from msaflow.paths import Paths
+from msaflow.schema import Params
 from tasks.metrics import selection_metric
 
 CHAMPION_FILE = "champion.json"

@@ -1,13 +1,13 @@
 """Stage `train`: one registered model, one Lightning run per seed (docs/contracts.md "train").
 
 Each seed writes ``data/checkpoints/<ds>/<model>/seed<k>.ckpt`` (the BEST validation epoch,
-with everything `evaluate` and `predict` need to rebuild the model) and DVCLive curves under
+in the format of tasks/training/checkpoint.py) and DVCLive curves under
 ``reports/<ds>/<model>/train/seed<k>/``. A killed run resumes from Lightning's ``last.ckpt``
 in ``work/seed<k>/``; a seed whose checkpoint exists with the same params hash is skipped.
 Model selection uses the validation split only; the test split is never opened here.
 
-A model's settings stack up as ``train.*`` < its preset (``models.<name>.preset``; ``auto`` =
-the model's entry for ``dataset.preset``) < the keys written in ``models.<name>``.
+The model's settings come from msaflow/model_params.py (``train.*`` < its preset < the keys
+written in ``models.<name>``); the LightningModule from tasks/training/module.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 import os
 import shutil
 import time
@@ -32,156 +31,16 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from models import registry
-from models.base import DataSpec, MSAModel
-from msaflow import presets as dataset_presets
-from msaflow.io import atomic_path, text_digest
-from msaflow.params import Params, ParamsError
+from models.base import DataSpec
+from msaflow.errors import ParamsError
+from msaflow.io import text_digest
+from msaflow.model_params import TrainerSettings, resolve_model
 from msaflow.paths import Paths
-from tasks.dataset import CacheFormatError, H5Dataset, collate, read_spec
-from tasks.metrics import (
-    classification_metrics,
-    regression_metrics,
-    scheme_for,
-    selection_metric,
-)
-
-CKPT_FORMAT = 1
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainerSettings:
-    """The trainer keys of one ``models.<name>`` section over its preset and ``train.*``."""
-
-    variant: str
-    lr: float
-    batch_size: int
-    max_epochs: int
-    patience: int
-    weight_decay: float
-    warmup_epochs: int = 0
-    preset: str | None = None  # the model preset applied (None: none)
-
-
-# key → (type, lower bound, bound inclusive?) for the numeric trainer keys
-_NUMERIC = {
-    "lr": (float, 0.0, False),
-    "batch_size": (int, 1, True),
-    "max_epochs": (int, 1, True),
-    "patience": (int, 1, True),
-    "weight_decay": (float, 0.0, True),
-    "warmup_epochs": (int, 0, True),
-}
-
-
-# Values of ``models.<name>.preset`` that apply no preset.
-NO_PRESET = (None, "none")
-
-
-def model_section(params: Params, model_name: str) -> tuple[dict[str, Any], str | None]:
-    """``models.<name>`` over its preset's keys, and the preset's name (None: no preset)."""
-    where = f"models.{model_name}"
-    raw = params.model_params(model_name)
-    choice = raw.pop("preset", dataset_presets.AUTO)
-    cls, _ = registry.lookup(model_name)
-    available: dict[str, dict[str, Any]] = getattr(cls, "presets", {}) or {}
-    if choice == dataset_presets.AUTO:
-        name = dataset_presets.model_preset(params.dataset.preset)
-        name = name if name in available else None  # no entry for this dataset: none
-    elif choice in NO_PRESET:
-        name = None
-    elif not isinstance(choice, str):
-        raise ParamsError(f"{where}.preset: expected a preset name, auto or none, got {choice!r}")
-    elif choice not in available:
-        raise ParamsError(
-            f"{where}.preset: unknown preset {choice!r}; expected auto, none or one of "
-            f"{sorted(available)}"
-        )
-    else:
-        name = choice
-    if name is None:
-        return raw, None
-    return {**available[name], **raw}, name
-
-
-def trainer_settings(
-    params: Params,
-    model_name: str,
-    raw: dict[str, Any],
-    preset: str | None = None,
-    from_preset: frozenset[str] = frozenset(),
-) -> TrainerSettings:
-    """Validate a model's trainer keys (ParamsError names ``models.<name>.<key>``).
-
-    ``from_preset`` names the keys whose value came from ``preset``, so an error says so.
-    """
-    where = f"models.{model_name}"
-    t = params.train
-
-    def origin(key: str) -> str:
-        if key not in from_preset:
-            return ""
-        return f" (from preset {preset!r}; set {where}.{key} to override)"
-
-    default_variant = "unaligned" if "unaligned" in params.cache.variants else None
-    values: dict[str, Any] = {
-        "variant": default_variant or params.cache.variants[0],
-        "lr": t.lr,
-        "batch_size": t.batch_size,
-        "max_epochs": t.max_epochs,
-        "patience": t.patience,
-        "weight_decay": t.weight_decay,
-        "warmup_epochs": 0,
-        "preset": preset,
-    }
-    for key, value in raw.items():
-        if key in _NUMERIC:
-            kind, low, inclusive = _NUMERIC[key]
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            ok_type = isinstance(value, kind) and not isinstance(value, bool)
-            if not ok_type or not (value >= low if inclusive else value > low):
-                bound = f">= {low}" if inclusive else f"> {low}"
-                raise ParamsError(
-                    f"{where}.{key}: expected {kind.__name__} {bound}, got {value!r}"
-                    + origin(key)
-                )
-        elif key == "variant":
-            if value not in params.cache.variants:
-                raise ParamsError(
-                    f"{where}.variant: {value!r} is not cached "
-                    f"(cache.variants = {list(params.cache.variants)})" + origin(key)
-                )
-        elif key == "preset":
-            raise ParamsError(f"{where}.preset: resolve it with model_section() first")
-        values[key] = value
-    if values["warmup_epochs"] >= values["max_epochs"]:
-        raise ParamsError(
-            f"{where}.warmup_epochs: {values['warmup_epochs']} must be < max_epochs "
-            f"({values['max_epochs']})" + origin("warmup_epochs") + origin("max_epochs")
-        )
-    return TrainerSettings(**values)
-
-
-def model_config(model_name: str, arch: dict[str, Any]) -> Any:
-    """The validated config dataclass of a model's architecture keys (preset included)."""
-    try:
-        return registry.build_config(model_name, arch)
-    except ParamsError:
-        raise
-    except (TypeError, ValueError) as err:  # __post_init__ checks say "<key>: ..."
-        raise ParamsError(f"models.{model_name}.{err}") from None
-
-
-def resolve_model(params: Params, model_name: str) -> tuple[TrainerSettings, Any]:
-    """A model's trainer settings and config: train.* < its preset < ``models.<name>``."""
-    if model_name not in params.models:
-        raise ParamsError(f"models.{model_name}: no such model section in params")
-    section, preset = model_section(params, model_name)
-    written = set(params.model_params(model_name))
-    from_preset = frozenset(k for k in section if k not in written)
-    trainer_raw, arch = registry.split_params(section)
-    settings = trainer_settings(params, model_name, trainer_raw, preset, from_preset)
-    return settings, model_config(model_name, arch)
+from msaflow.schema import Params
+from tasks.formats.dataset import CacheFormatError, H5Dataset, collate, read_spec
+from tasks.metrics import scheme_for, selection_metric
+from tasks.training import checkpoint
+from tasks.training.module import MSAModule, resolve_accelerator
 
 
 def balanced_class_weights(
@@ -241,148 +100,6 @@ def class_weights(params: Params, h5: Path, spec: DataSpec) -> list[float] | Non
     return [float(w) for w in choice]
 
 
-def resolve_accelerator(choice: str) -> str:
-    """'auto' → 'gpu' when CUDA is present, else 'cpu'; an explicit 'gpu' must exist."""
-    if choice == "auto":
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    if choice == "gpu" and not torch.cuda.is_available():
-        raise ParamsError("train.accelerator: 'gpu' requested but no CUDA device is visible")
-    return choice
-
-
-def warmup_linear_decay(warmup_steps: int, total_steps: int):
-    """LambdaLR factor: linear warm-up to 1 over ``warmup_steps``, then linear decay to 0."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-    return factor
-
-
-def compute_metrics(
-    task: str, scheme: str, class_names: list[str], y_true: np.ndarray, pred: np.ndarray
-) -> dict[str, float]:
-    """The task's metrics as floats (the list of skipped AUC classes is dropped)."""
-    if task == "regression":
-        keep = ~np.isnan(y_true)
-        return regression_metrics(y_true[keep], pred[keep], scheme=scheme)
-    keep = y_true >= 0
-    m = classification_metrics(y_true[keep], pred[keep], class_names)
-    return {k: v for k, v in m.items() if isinstance(v, float)}
-
-
-class MSAModule(L.LightningModule):
-    """Wraps any registered MSAModel: shared step, metrics, AdamW + warm-up/decay schedule."""
-
-    def __init__(
-        self,
-        model: MSAModel,
-        *,
-        lr: float,
-        weight_decay: float,
-        warmup_epochs: int = 0,
-        scheme: str = "mosi",
-        verbose: bool = True,
-    ) -> None:
-        super().__init__()
-        self.model = model
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.warmup_epochs = warmup_epochs
-        self.scheme = scheme
-        self.verbose = verbose
-        self.task = model.spec.task
-        self.class_names = list(model.spec.extra.get("class_names") or [])
-        if self.task == "classification" and len(self.class_names) != model.spec.num_classes:
-            self.class_names = [f"class{c}" for c in range(model.spec.num_classes)]
-        self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-        self._epoch_start = 0.0
-        self._train_loss: list[float] = []
-        self.last_metrics: dict[str, dict[str, float]] = {}
-
-    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        return self.model(batch)
-
-    def _target(self, batch: dict[str, Any]) -> torch.Tensor:
-        return batch["label"] if self.task == "regression" else batch["label_class"]
-
-    def _shared_step(self, batch: dict[str, Any], split: str) -> torch.Tensor:
-        out = self.model(batch)
-        loss, parts = self.model.loss(batch, out)
-        bs = len(batch["label"])
-        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, batch_size=bs)
-        for name, value in parts.items():
-            if name != "task":
-                self.log(
-                    f"{split}/loss_{name}", value, on_step=False, on_epoch=True, batch_size=bs
-                )
-        if split == "train":
-            self._train_loss.append(float(loss.detach()))
-        else:
-            self._outputs.setdefault(split, []).append(
-                (self._target(batch).detach().cpu(), out["pred"].detach().float().cpu())
-            )
-        return loss
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._shared_step(batch, "valid")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._shared_step(batch, "test")
-
-    def _epoch_metrics(self, split: str) -> None:
-        outputs = self._outputs.pop(split, [])
-        if not outputs:
-            return
-        y = torch.cat([o[0] for o in outputs]).numpy()
-        p = torch.cat([o[1] for o in outputs]).numpy()
-        metrics = compute_metrics(self.task, self.scheme, self.class_names, y, p)
-        self.last_metrics[split] = metrics
-        self.log_dict({f"{split}/{k}": v for k, v in metrics.items()})
-
-    def on_validation_epoch_end(self) -> None:
-        self._epoch_metrics("valid")
-
-    def on_test_epoch_end(self) -> None:
-        self._epoch_metrics("test")
-
-    def on_train_epoch_start(self) -> None:
-        self._epoch_start = time.perf_counter()
-        self._train_loss = []
-        loader = self.trainer.train_dataloader
-        self.model.on_train_epoch_start(self.current_epoch, loader)
-
-    def on_train_epoch_end(self) -> None:
-        # Runs after this epoch's validation, so the line has both sides and the full time.
-        if not self.verbose:
-            return
-        name, _ = selection_metric(self.task)
-        valid = self.last_metrics.get("valid", {}).get(name, float("nan"))
-        loss = float(np.mean(self._train_loss)) if self._train_loss else float("nan")
-        print(
-            f"epoch {self.current_epoch + 1}/{self.trainer.max_epochs}: train/loss {loss:.4f}"
-            f"  valid/{name} {valid:.4f}  ({time.perf_counter() - self._epoch_start:.2f} s)",
-            flush=True,
-        )
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # The best checkpoint then carries every validation metric of its own epoch.
-        checkpoint["valid_metrics"] = dict(self.last_metrics.get("valid", {}))
-
-    def configure_optimizers(self) -> Any:
-        opt = torch.optim.AdamW(self.model.param_groups(self.weight_decay), lr=self.lr)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        per_epoch = max(1, math.ceil(total / max(1, self.trainer.max_epochs)))
-        factor = warmup_linear_decay(self.warmup_epochs * per_epoch, total)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
 def params_hash(
     model_name: str, config: Any, settings: TrainerSettings, seed: int, spec: DataSpec
 ) -> str:
@@ -392,10 +109,10 @@ def params_hash(
         dataclasses.asdict(config),
         # The preset's name is a label: its values are in settings and config, so the same
         # values typed out or taken from a preset are the same run.
-        dataclasses.asdict(dataclasses.replace(settings, preset=None)),
+        settings.model_copy(update={"preset": None}).model_dump(),
         seed,
         spec.extra.get("input_hash"),
-        CKPT_FORMAT,
+        checkpoint.FORMAT,
     ]
     weights = spec.extra.get("class_weights")
     if weights is not None:  # only weighted runs add a part: unweighted hashes stay as they were
@@ -493,7 +210,7 @@ def train_seed(
 
     metric, mode = selection_metric(spec.task)
     monitor = f"valid/{metric}"
-    checkpoint = ModelCheckpoint(
+    keeper = ModelCheckpoint(
         dirpath=work,
         filename="best",
         monitor=monitor,
@@ -520,7 +237,7 @@ def train_seed(
             devices=1,
             # Deterministic kernels are free on CPU; on GPU only warn where none exists.
             deterministic=True if accelerator == "cpu" else "warn",
-            callbacks=[checkpoint, early],
+            callbacks=[keeper, early],
             logger=_dvclive_logger(live_dir, resume),
             default_root_dir=work,
             enable_progress_bar=True,
@@ -531,10 +248,10 @@ def train_seed(
         trainer.fit(module, train_dl, valid_dl, ckpt_path=str(last) if resume else None)
     if trainer.interrupted:
         raise RuntimeError(f"{model_name} seed {seed}: training interrupted; rerun to resume")
-    best_path = checkpoint.best_model_path
+    best_path = keeper.best_model_path
     if not best_path or not Path(best_path).is_file():
         raise RuntimeError(f"{model_name} seed {seed}: no best checkpoint in {work}")
-    best = torch.load(best_path, map_location="cpu", weights_only=False)
+    best = torch.load(best_path, map_location="cpu", weights_only=False)  # Lightning's own
     state = {
         k.removeprefix("model."): v.cpu()
         for k, v in best["state_dict"].items()
@@ -542,14 +259,14 @@ def train_seed(
     }
     valid = {k: float(v) for k, v in best.get("valid_metrics", {}).items()}
     payload = {
-        "format": CKPT_FORMAT,
+        "format": checkpoint.FORMAT,
         "model": model_name,
         "config": dataclasses.asdict(config),
         "spec": dataclasses.asdict(spec),
         "variant": settings.variant,
         "params": params.model_dump(mode="json"),
         "params_hash": phash,
-        "trainer": dataclasses.asdict(settings),
+        "trainer": settings.model_dump(),
         "state_dict": state,
         "seed": seed,
         "epoch": int(best["epoch"]),
@@ -557,10 +274,7 @@ def train_seed(
         "selection": {"metric": monitor, "mode": mode},
         "valid": valid,
     }
-    # Through a file handle: given a path, torch names the archive's inner folder after it,
-    # and the random temporary name would make every checkpoint's bytes (its DVC hash) differ.
-    with atomic_path(final) as tmp, open(tmp, "wb") as f:
-        torch.save(payload, f)
+    checkpoint.save(final, payload)
     shutil.rmtree(work, ignore_errors=True)  # resume state is useless once the seed is done
     stamp.unlink(missing_ok=True)
     if work.parent.is_dir() and not any(work.parent.iterdir()):
@@ -645,33 +359,3 @@ def train_model(params: Params, paths: Paths, model_name: str) -> dict[str, Any]
     summary["seconds"] = time.perf_counter() - start
     summary["runs"] = runs
     return summary
-
-
-def load_checkpoint(path: str | Path) -> tuple[MSAModel, dict[str, Any]]:
-    """Rebuild a trained model (eval mode, CPU) from a ``seed<k>.ckpt`` via the registry."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found (run the `train` stage)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    missing = [k for k in ("model", "config", "spec", "state_dict") if k not in ckpt]
-    if missing:
-        raise ValueError(f"{path}: not a msaflow checkpoint (missing {missing})")
-    spec = DataSpec(**ckpt["spec"])
-    config = registry.build_config(ckpt["model"], ckpt["config"])
-    model = registry.build(ckpt["model"], spec, config)
-    model.load_state_dict(ckpt["state_dict"])
-    model.eval()
-    return model, ckpt
-
-
-__all__ = [
-    "MSAModule",
-    "TrainerSettings",
-    "balanced_class_weights",
-    "class_weights",
-    "load_checkpoint",
-    "model_section",
-    "resolve_model",
-    "train_model",
-    "trainer_settings",
-]

@@ -11,12 +11,13 @@ import pandas as pd
 import pytest
 import torch
 
-from msaflow.params import Params, load_params
+from msaflow.params import load_params
 from msaflow.paths import Paths
-from tasks.align import align_clip
+from msaflow.schema import Params
 from tasks.cache import build_cache, truncate_tokens
-from tasks.csd import read_csd, write_csd
-from tasks.dataset import H5Dataset, collate, read_spec
+from tasks.formats.align import align_clip
+from tasks.formats.csd import read_csd, write_csd
+from tasks.formats.dataset import H5Dataset, collate, read_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 DIMS = {"words": 8, "audio": 5, "vision": 4}

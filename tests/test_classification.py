@@ -12,9 +12,10 @@ import torch
 
 from msaflow.params import load_params
 from msaflow.paths import Paths
-from tasks.dataset import H5Dataset, collate
 from tasks.evaluate import evaluate_model
-from tasks.train import load_checkpoint, train_model
+from tasks.formats.dataset import H5Dataset, collate
+from tasks.train import train_model
+from tasks.training.checkpoint import load as load_checkpoint
 from tests.synthetic import make_h5
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"

@@ -15,11 +15,11 @@ import pytest
 import yaml
 
 from flows.common import prefect_server
+from tests.features.test_media import make_mp4
+from tests.sources.test_csd import make_official
+from tests.sources.test_layouts import _make_meld, _meld_rows
+from tests.sources.test_mmsa_pkl import make_pickle
 from tests.test_e2e import BIN, _commit_copy, _copy_repo, _run
-from tests.test_ingest_layouts import _make_meld, _meld_rows
-from tests.test_media import make_mp4
-from tests.test_mmsa_pkl import make_pickle
-from tests.test_source_csd import make_official
 
 # The committed baseline: a tiny demo (the `demo` stage is part of every `dvc exp run`,
 # it runs once and is then up to date) — the dataset under test comes in through -S only.

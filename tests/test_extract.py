@@ -8,17 +8,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from msaflow.params import ExtractParams, load_params
+from msaflow.params import load_params
 from msaflow.paths import Paths
+from msaflow.schema import ExtractParams
 from tasks import extract
-from tasks.csd import decode_words, read_csd
-from tasks.extract_audio import DIM_NAMES as AUDIO_DIMS
-from tasks.extract_audio import extract_audio
-from tasks.extract_text import extract_text, load_encoder, load_tokenizer, spread_by_length
-from tasks.extract_vision import DIM as VISION_DIM
-from tasks.extract_vision import NO_FACE_WARNING, extract_vision
-from tasks.media import ExtractError, decode_audio, iter_frames
-from tests.test_media import make_mp4
+from tasks.contracts import EXTRACT_ERROR_COLUMNS, ExtractError, ExtractionFailed
+from tasks.features.facemesh import DIM as VISION_DIM
+from tasks.features.facemesh import NO_FACE_WARNING, extract_vision
+from tasks.features.librosa import DIM_NAMES as AUDIO_DIMS
+from tasks.features.librosa import extract_audio
+from tasks.features.media import decode_audio, iter_frames
+from tasks.features.text import extract_text, load_encoder, load_tokenizer, spread_by_length
+from tasks.formats.csd import decode_words, read_csd
+from tests.features.test_media import make_mp4
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCE = "I really love this movie, it's great!"
@@ -197,7 +199,7 @@ def test_bad_clips_are_reported_not_raised(media: dict[str, Path], tmp_path: Pat
 
 
 def test_fail_fast_names_the_clip(media: dict[str, Path], tmp_path: Path) -> None:
-    with pytest.raises(extract.ExtractionFailed, match=r"clip v\$_\$9 .*audio: silent audio"):
+    with pytest.raises(ExtractionFailed, match=r"clip v\$_\$9 .*audio: silent audio"):
         extract.extract_clip(row("v$_$9", media["silent"]), make_cfg(fail_fast=True), tmp_path)
 
 
@@ -242,7 +244,7 @@ def test_run_writes_mmsdk_readable_csd(media: dict[str, Path], tmp_path: Path) -
     with read_csd(paths.csd_dir / "words.csd") as csd:
         assert decode_words(csd.get("vid$_$3")[0])[:2] == ["I", "really"]
     report = pd.read_csv(paths.extract_errors)
-    assert list(report.columns) == extract.ERROR_COLUMNS
+    assert list(report.columns) == list(EXTRACT_ERROR_COLUMNS)
     assert sorted(zip(report["clip_id"], report["modality"], report["severity"])) == [
         ("vid$_$2", "vision", "warning"),
         ("vid$_$3", "audio", "error"),
@@ -264,7 +266,7 @@ def test_too_many_failures_raise_after_the_report(
     params, paths = _stage(
         tmp_path, media, ["corrupt", "silent", "noaudio"], **{"extract.max_failed_fraction": 0.5}
     )
-    with pytest.raises(extract.ExtractionFailed, match=r"3 of 3 clips failed") as info:
+    with pytest.raises(ExtractionFailed, match=r"3 of 3 clips failed") as info:
         extract.run(params, paths)
     assert "audio" in str(info.value) and "corrupt.mp4" in str(info.value)
     report = pd.read_csv(paths.extract_errors)

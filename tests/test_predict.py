@@ -19,11 +19,12 @@ from msaflow.params import load_params
 from msaflow.paths import Paths
 from tasks import extract
 from tasks.cache import build_cache
-from tasks.dataset import H5Dataset
-from tasks.evaluate import predict as evaluate_predict
+from tasks.formats.dataset import H5Dataset
 from tasks.predict import PredictError, polarity, predict_videos
-from tasks.train import load_checkpoint, train_model
-from tests.test_media import make_mp4
+from tasks.train import train_model
+from tasks.training.checkpoint import forward as evaluate_predict
+from tasks.training.checkpoint import load as load_checkpoint
+from tests.features.test_media import make_mp4
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = [

@@ -273,20 +273,25 @@ def test_flow_with_fake_repro(tmp_path, monkeypatch):
 
 
 def test_serve_arguments_build_the_schedule():
-    from flows.retrain import DEFAULT_CRON, build_parser, serve_kwargs
+    from flows.retrain import flow_parameters, serve_kwargs
+    from msaflow.cli import DEFAULT_CRON, build_parser
 
-    kwargs = serve_kwargs(build_parser().parse_args(["--serve"]))
+    def kwargs_of(argv: list[str]) -> dict:
+        args = build_parser().parse_args(["retrain", *argv])
+        parameters = flow_parameters(args.params, args.min_delta, args.models)
+        return serve_kwargs(args.cron, args.name, parameters)
+
+    kwargs = kwargs_of(["--serve"])
     assert kwargs["cron"] == DEFAULT_CRON == "0 3 * * 1" and kwargs["name"] == "weekly"
     assert kwargs["parameters"] == {"params_path": "params.yaml", "min_delta": 0.0,
                                     "models": None}
     assert kwargs["limit"] == 1
-    args = build_parser().parse_args(["--serve", "--cron", "30 2 * * *", "--name", "nightly",
-                                      "--min-delta", "0.01", "--model", MODEL])
-    kwargs = serve_kwargs(args)
+    kwargs = kwargs_of(["--serve", "--cron", "30 2 * * *", "--name", "nightly",
+                        "--min-delta", "0.01", "--model", MODEL])
     assert (kwargs["cron"], kwargs["name"]) == ("30 2 * * *", "nightly")
     assert kwargs["parameters"]["min_delta"] == 0.01 and kwargs["parameters"]["models"] == [MODEL]
-    with pytest.raises(SystemExit, match="not a valid cron"):
-        serve_kwargs(build_parser().parse_args(["--serve", "--cron", "every monday"]))
+    with pytest.raises(ValueError, match="not a valid cron"):
+        kwargs_of(["--serve", "--cron", "every monday"])
 
 
 @pytest.mark.slow  # starts a Prefect server (~10 s) in a served process
@@ -354,19 +359,19 @@ def test_serve_alone_registers_the_scheduled_deployment(tmp_path):
 
 
 def test_roll_back_command(tmp_path, monkeypatch, capsys):
-    from flows.retrain import main
+    from msaflow.cli import main
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(PARAMS.read_text())
     params = load_params(tmp_path / "params.yaml")
     paths = Paths.from_params(params)
-    with pytest.raises(retrain.ChampionError, match="no previous champion"):
-        main(["--roll-back", MODEL])
+    assert main(["retrain", "--roll-back", MODEL]) == 1
+    assert "ChampionError: " in capsys.readouterr().err  # "no previous champion ..."
     for value in (0.9, 0.7):
         write_challenger(Path("."), MODEL, {"MAE": value}, ckpt=f"v{value}".encode(),
                          seeds=params.train.seeds)
         run(params, paths)
-    assert main(["--roll-back", MODEL]) == 0
+    assert main(["retrain", "--roll-back", MODEL]) == 0
     assert "champion is again MAE 0.9000" in capsys.readouterr().out
     assert (champ(paths) / "seed0.ckpt").read_bytes() == b"v0.9-0"
 

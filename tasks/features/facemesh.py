@@ -1,0 +1,196 @@
+"""Feature set ``facemesh`` (vision): MediaPipe Face Mesh geometry and expression measures.
+
+One row per sampled frame (``vision.fps``): ``[face, geometry..., expression...]``.
+
+- ``face``: 1 when a face was found, else 0 and every other column 0 (the row is kept, so
+  sequence lengths follow the video, never the detector).
+- geometry: x, y, z of a documented subset of the 468 mesh points (``LANDMARKS``: lips,
+  eyes, brows, jaw line, nose), in a face frame: centred on the mean of all 468 points,
+  rotated so the eye line is horizontal (in-plane roll removed; it has its own column), and
+  divided by the inter-ocular distance (eye-centre to eye-centre), so position, size and
+  roll of the head in the picture do not move the features.
+- expression (all ratios, so scale-free; "right/left" are the subject's):
+  ``mouth_corner_lift`` (lip centre below the mean corner height, / IOD: positive = smile),
+  ``mouth_open`` (inner lips gap / IOD), ``mouth_width`` (corner distance / IOD),
+  ``eye_open_right/left`` (lid gap / eye width), ``brow_raise_right/left`` (brow height above
+  the eye centre / IOD), ``head_yaw`` (nose tip offset from the cheeks' midpoint / face
+  width), ``head_pitch`` (nose tip height between eye line (0) and chin (1), minus 0.5:
+  negative = head tilted up), ``head_roll`` (eye-line angle in the picture, radians).
+
+Pixel coordinates are used before normalising (x·width, y·height, z·width: MediaPipe's z has
+the scale of x), so non-square frames are not distorted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from tasks.contracts import ExtractError
+from tasks.features import register
+from tasks.features.media import ClipInput, iter_frames
+
+NO_FACE_WARNING = "no face detected in any frame"
+
+# Face Mesh indices (canonical 468-point topology). Subject's right = image left.
+LANDMARKS: dict[str, tuple[int, ...]] = {
+    # outer corners, outer top/bottom centre, inner top/bottom centre, outer contour points
+    "lips": (61, 291, 0, 17, 13, 14, 40, 270, 91, 321, 37, 267, 84, 314),
+    # right eye: outer, inner, upper lid, lower lid, then the same for the left eye
+    "eyes": (33, 133, 159, 145, 263, 362, 386, 374),
+    # right brow outer→inner, left brow outer→inner
+    "brows": (70, 63, 105, 66, 107, 300, 293, 334, 296, 336),
+    # cheek edges, jaw angles, jaw mid-points, chin
+    "jaw": (234, 454, 172, 397, 136, 365, 152),
+    # nose tip, nose bridge, forehead top
+    "nose": (1, 168, 10),
+}
+SUBSET: tuple[int, ...] = tuple(i for idx in LANDMARKS.values() for i in idx)
+EXPRESSION_NAMES: tuple[str, ...] = (
+    "mouth_corner_lift",
+    "mouth_open",
+    "mouth_width",
+    "eye_open_right",
+    "eye_open_left",
+    "brow_raise_right",
+    "brow_raise_left",
+    "head_yaw",
+    "head_pitch",
+    "head_roll",
+)
+DIM_NAMES: tuple[str, ...] = (
+    "face",
+    *(f"{part}_{i}_{axis}" for part, idx in LANDMARKS.items() for i in idx for axis in "xyz"),
+    *EXPRESSION_NAMES,
+)
+DIM = len(DIM_NAMES)
+
+_R_EYE = (33, 133)
+_L_EYE = (263, 362)
+_R_BROW = LANDMARKS["brows"][:5]
+_L_BROW = LANDMARKS["brows"][5:]
+
+
+def _eye_centres(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return p[list(_R_EYE)].mean(axis=0), p[list(_L_EYE)].mean(axis=0)
+
+
+def _dist(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b))
+
+
+def face_vector(points: np.ndarray) -> np.ndarray:
+    """The feature row of one face from its (468, 3) pixel-scaled landmarks."""
+    right, left = _eye_centres(points)
+    iod = _dist(right[:2], left[:2])
+    if iod < 1e-6:
+        return np.zeros(DIM, np.float32)  # a degenerate mesh carries no usable geometry
+    # Rotate about the face centre so the eye line (right → left eye, image left → right for
+    # a frontal face) is the +x axis: roll leaves the geometry and gets its own column.
+    dx, dy = (left - right)[:2]
+    roll = float(np.arctan2(dy, dx))
+    c, s = np.cos(-roll), np.sin(-roll)
+    rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    q = (points - points.mean(axis=0)) @ rot.T / iod  # (468, 3), face frame, IOD units
+    geometry = q[list(SUBSET)].reshape(-1)
+    return np.concatenate([[1.0], geometry, _expression(q, roll)]).astype(np.float32)
+
+
+def _expression(q: np.ndarray, roll: float) -> np.ndarray:
+    """Scale-free expression and head-pose measures from face-frame points (y grows down)."""
+    corners = (q[61] + q[291]) / 2
+    lip_centre = (q[13] + q[14]) / 2
+    right_eye, left_eye = _eye_centres(q)
+    eye_line = (right_eye + left_eye) / 2
+
+    def eye_open(upper: int, lower: int, outer: int, inner: int) -> float:
+        return _dist(q[upper][:2], q[lower][:2]) / max(_dist(q[outer][:2], q[inner][:2]), 1e-6)
+
+    def brow_raise(brow: Iterable[int], eye: np.ndarray) -> float:
+        return float(eye[1] - q[list(brow)][:, 1].mean())
+
+    cheek_mid_x = (q[234][0] + q[454][0]) / 2
+    face_width = max(abs(q[454][0] - q[234][0]), 1e-6)
+    chin_drop = max(q[152][1] - eye_line[1], 1e-6)
+    return np.array(
+        [
+            lip_centre[1] - corners[1],  # corners above the lip centre → positive
+            _dist(q[13][:2], q[14][:2]),
+            _dist(q[61][:2], q[291][:2]),
+            eye_open(159, 145, 33, 133),
+            eye_open(386, 374, 263, 362),
+            brow_raise(_R_BROW, right_eye),
+            brow_raise(_L_BROW, left_eye),
+            (q[1][0] - cheek_mid_x) / face_width,
+            # nose tip height between eye line (0) and chin (1), re-centred on a frontal
+            # face's typical 0.5 so that looking up is negative and looking down positive
+            (q[1][1] - eye_line[1]) / chin_drop - 0.5,
+            roll,
+        ]
+    )
+
+
+def _face_mesh():
+    """One Face Mesh graph (tracking mode: landmarks of frame t seed frame t+1)."""
+    import mediapipe as mp
+
+    return mp.solutions.face_mesh.FaceMesh(
+        static_image_mode=False,
+        max_num_faces=1,
+        refine_landmarks=False,
+        min_detection_confidence=0.5,
+        min_tracking_confidence=0.5,
+    )
+
+
+def extract_vision(
+    frames: Iterable[tuple[float, np.ndarray]], fps: float, offset: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """``(features (n, D) float32, intervals (n, 2), dim names, warnings)`` of sampled frames.
+
+    ``frames`` yields ``(t, rgb)``; row intervals are ``[t - offset, t - offset + 1/fps]``.
+    One Face Mesh instance serves the whole clip and is closed afterwards.
+    """
+    rows: list[np.ndarray] = []
+    times: list[float] = []
+    mesh = _face_mesh()
+    try:
+        for t, rgb in frames:
+            rgb = np.ascontiguousarray(rgb)
+            result = mesh.process(rgb)
+            if result.multi_face_landmarks:
+                h, w = rgb.shape[:2]
+                lm = result.multi_face_landmarks[0].landmark
+                points = np.array([(p.x * w, p.y * h, p.z * w) for p in lm], dtype=np.float64)
+                rows.append(face_vector(points))
+            else:
+                rows.append(np.zeros(DIM, np.float32))
+            times.append(t - offset)
+    finally:
+        mesh.close()
+    if not rows:
+        raise ExtractError("no video frames to analyse")
+    features = np.stack(rows).astype(np.float32)
+    if not np.isfinite(features).all():
+        raise ExtractError("face features have NaN/Inf values")
+    starts = np.asarray(times, dtype=np.float64)
+    intervals = np.stack([starts, starts + 1.0 / fps], axis=1)
+    warnings = [] if features[:, 0].any() else [NO_FACE_WARNING]
+    return features, intervals, list(DIM_NAMES), warnings
+
+
+@register(
+    "facemesh",
+    modality="vision",
+    keys=("fps", "max_side"),
+    description="MediaPipe Face Mesh: face flag, normalised landmark subset, expression",
+    dims=lambda section, width: list(DIM_NAMES),
+)
+def compute(clip: ClipInput, section: Any) -> tuple[dict[str, np.ndarray], list[str]]:
+    """One clip's rows at ``extract.vision.fps``, frames scaled to ``max_side`` at most."""
+    frames = iter_frames(clip.media, section.fps, clip.start, clip.end, section.max_side)
+    features, intervals, _, warnings = extract_vision(frames, section.fps,
+                                                      offset=clip.start or 0.0)
+    return {"features": features, "intervals": intervals}, warnings

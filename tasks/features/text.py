@@ -1,0 +1,198 @@
+"""Feature set ``text``: words with spread times, token ids, frozen per-word embeddings.
+
+Raw media carries no word timings, so the clip's duration is shared out between its words
+in proportion to their length in characters (a longer word takes longer to say); tokens are
+spread evenly. Token ids are the tokenizer's full sequence of the transcript (with
+[CLS]/[SEP], never truncated: the cache stage truncates to ``text.max_tokens``). A word's
+embedding is the mean of the encoder's last hidden states over that word's subword tokens,
+found with the tokenizer's ``word_ids()`` on the word list.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from msaflow import hf
+from tasks.contracts import ExtractError
+from tasks.features import Output, register
+from tasks.features.media import ClipInput
+
+# A word: letters/digits/underscore, keeping inner apostrophes and hyphens ("don't", "x-ray").
+_WORD = re.compile(r"\w+(?:['’\-]\w+)*")
+# Fast (Rust) tokenizers raise "Already borrowed" when two threads use one at once.
+_TOKENIZER_LOCK = threading.Lock()
+_LOAD_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class TextFeatures:
+    """Everything the text modality writes for one clip."""
+
+    words: list[str]
+    word_intervals: np.ndarray  # (n_words, 2) seconds
+    embeddings: np.ndarray  # (n_words, D) float32
+    tokens: np.ndarray  # (n_tokens, 1) int64
+    token_intervals: np.ndarray  # (n_tokens, 2) seconds
+
+
+def split_words(text: str) -> list[str]:
+    """The words of a transcript (punctuation dropped, inner apostrophes/hyphens kept)."""
+    return _WORD.findall(text)
+
+
+def spread_by_length(lengths: list[int] | np.ndarray, duration: float) -> np.ndarray:
+    """(n, 2) back-to-back intervals over ``[0, duration]``, each as long as its weight."""
+    weights = np.asarray(lengths, dtype=np.float64)
+    if weights.size == 0:
+        return np.zeros((0, 2))
+    edges = np.concatenate([[0.0], np.cumsum(weights)]) / weights.sum() * duration
+    edges[-1] = duration  # no round-off past the clip end
+    return np.stack([edges[:-1], edges[1:]], axis=1)
+
+
+@lru_cache(maxsize=4)
+def _tokenizer_cached(name: str) -> Any:
+    return hf.load_tokenizer(name)
+
+
+@lru_cache(maxsize=2)
+def _encoder_cached(name: str) -> Any:
+    model = hf.load_encoder(name)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def load_tokenizer(name: str) -> Any:
+    """The tokenizer ``name``, loaded once per process (thread-safe)."""
+    with _LOAD_LOCK:
+        return _tokenizer_cached(name)
+
+
+def load_encoder(name: str) -> Any:
+    """The frozen encoder ``name`` in eval mode, loaded once per process (thread-safe)."""
+    with _LOAD_LOCK:
+        return _encoder_cached(name)
+
+
+def _word_chunks(word_ids: list[int | None], n_words: int, limit: int) -> list[range]:
+    """Split the words into runs whose subword tokens fit the encoder (usually one run)."""
+    counts = np.bincount([w for w in word_ids if w is not None], minlength=n_words)
+    chunks: list[range] = []
+    begin, used = 0, 0
+    for i, c in enumerate(counts):
+        if used + c > limit and i > begin:
+            chunks.append(range(begin, i))
+            begin, used = i, 0
+        used += c
+    chunks.append(range(begin, n_words))
+    return chunks
+
+
+def word_embeddings(words: list[str], tokenizer: Any, encoder: Any) -> np.ndarray:
+    """(n_words, D) float32: mean last hidden state over each word's subword tokens."""
+    import torch
+
+    limit = int(getattr(encoder.config, "max_position_embeddings", 512)) - 2
+    with _TOKENIZER_LOCK:
+        ids_all = tokenizer(words, is_split_into_words=True, add_special_tokens=False)
+    word_ids_all = ids_all.word_ids()
+    out = np.zeros((len(words), int(encoder.config.hidden_size)), np.float32)
+    for chunk in _word_chunks(word_ids_all, len(words), limit):
+        part = words[chunk.start : chunk.stop]
+        with _TOKENIZER_LOCK:
+            enc = tokenizer(part, is_split_into_words=True, return_tensors="pt")
+        with torch.no_grad():
+            hidden = encoder(
+                input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
+            ).last_hidden_state[0]  # (T, D)
+        word_ids = enc.word_ids(0)
+        index = torch.tensor([-1 if w is None else w for w in word_ids])
+        for w in range(len(part)):
+            mask = index == w
+            if bool(mask.any()):  # a word the tokenizer drops entirely keeps a zero row
+                out[chunk.start + w] = hidden[mask].mean(dim=0).numpy()
+    return out
+
+
+def extract_text(
+    text: str, duration: float, tokenizer_name: str, encoder_name: str
+) -> TextFeatures:
+    """Words, their spread intervals and embeddings, and the token ids of one transcript."""
+    if not isinstance(text, str) or not text.strip():
+        raise ExtractError("empty transcript")
+    words = split_words(text)
+    if not words:
+        raise ExtractError(f"no words in transcript {text[:60]!r}")
+    if not duration > 0:
+        raise ExtractError(f"clip duration {duration} s: cannot place words in time")
+    tokenizer = load_tokenizer(tokenizer_name)
+    encoder = load_encoder(encoder_name)
+    # Embeddings need the encoder's own tokenizer (text.tokenizer may name another model).
+    encoder_tokenizer = (
+        tokenizer if encoder_name == tokenizer_name else load_tokenizer(encoder_name)
+    )
+    with _TOKENIZER_LOCK:
+        token_ids = tokenizer(text.strip(), add_special_tokens=True)["input_ids"]
+    tokens = np.asarray(token_ids, dtype=np.int64).reshape(-1, 1)
+    embeddings = word_embeddings(words, encoder_tokenizer, encoder)
+    if not np.isfinite(embeddings).all():
+        raise ExtractError("word embeddings have NaN/Inf values")
+    return TextFeatures(
+        words=words,
+        word_intervals=spread_by_length([len(w) for w in words], duration),
+        embeddings=embeddings,
+        tokens=tokens,
+        token_intervals=spread_by_length(np.ones(len(tokens)), duration),
+    )
+
+
+def _words(npz: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    return npz["words"].reshape(-1, 1), npz["word_intervals"]
+
+
+def _embeddings(npz: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    return npz["embeddings"], npz["word_intervals"]
+
+
+def _tokens(npz: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    return npz["tokens"].reshape(-1, 1), npz["token_intervals"]
+
+
+@register(
+    "text",
+    modality="text",
+    keys=("tokenizer", "encoder"),  # max_tokens only truncates, in the cache stage
+    description="transcript words, token ids and frozen word embeddings",
+    dims=lambda section, width: [],
+    uses_transcript=True,
+    outputs=(
+        Output("words", "transcript words; times spread over the clip by word length",
+               lambda section, width: ["word"], _words),
+        Output("word_embeddings",
+               "frozen encoder last hidden state, mean over each word's subwords",
+               lambda section, width: [f"{section.encoder}_{i}" for i in range(width)],
+               _embeddings),
+        Output("tokens",
+               "tokenizer ids of the whole transcript incl. special tokens, not truncated",
+               lambda section, width: ["token_id"], _tokens),
+    ),
+)
+def compute(clip: ClipInput, section: Any) -> tuple[dict[str, np.ndarray], list[str]]:
+    """One clip's transcript as words (with times), their embeddings and its token ids."""
+    t = extract_text(clip.text, clip.duration, section.tokenizer, section.encoder)
+    return {
+        "words": np.array(t.words, dtype=str),
+        "word_intervals": t.word_intervals,
+        "embeddings": t.embeddings,
+        "tokens": t.tokens,
+        "token_intervals": t.token_intervals,
+    }, []

@@ -1,0 +1,90 @@
+"""The checkpoint format (docs/contracts.md "train"): save, load, and the forward pass.
+
+A ``seed<k>.ckpt`` is a plain dict saved with ``torch.save``: ``format``, ``model`` (the
+registry name), ``config`` (its config dataclass as a dict), ``spec`` (the DataSpec of the
+cache it was trained on), ``variant``, ``params`` (every param of the run), ``params_hash``,
+``trainer`` (its trainer settings), ``state_dict`` (the bare model's weights, CPU), ``seed``,
+``epoch`` (the best one), ``epochs_run``, ``selection`` and ``valid`` (that epoch's valid
+metrics). It loads with ``weights_only=True``: no pickled code. Evaluate and predict both go
+through :func:`load` and :func:`forward`, so they see a model exactly as trained.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from models import registry
+from models.base import DataSpec, MSAModel
+from msaflow.io import atomic_path
+from tasks.formats.dataset import H5Dataset, collate
+
+FORMAT = 1
+EVAL_BATCH = 64
+REQUIRED = ("model", "config", "spec", "state_dict")
+
+
+def save(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write a checkpoint atomically, byte-reproducibly."""
+    # Through a file handle: given a path, torch names the archive's inner folder after it,
+    # and the random temporary name would make every checkpoint's bytes (its DVC hash) differ.
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)
+
+
+def read(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's dict (tensors on the CPU), checked to be one of ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found (run the `train` stage)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    missing = [k for k in REQUIRED if k not in ckpt]
+    if missing:
+        raise ValueError(f"{path}: not a msaflow checkpoint (missing {missing})")
+    return ckpt
+
+
+def load(path: str | Path) -> tuple[MSAModel, dict[str, Any]]:
+    """Rebuild a trained model (eval mode, CPU) from a ``seed<k>.ckpt`` via the registry."""
+    ckpt = read(path)
+    spec = DataSpec(**ckpt["spec"])
+    config = registry.build_config(ckpt["model"], ckpt["config"])
+    model = registry.build(ckpt["model"], spec, config)
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    return model, ckpt
+
+
+def class_names(ckpt: dict[str, Any]) -> list[str]:
+    """The class names a checkpoint's model predicts (``class<k>`` when unnamed)."""
+    spec = ckpt["spec"]
+    names = list(spec.get("extra", {}).get("class_names") or [])
+    if len(names) != spec["num_classes"]:
+        names = [f"class{c}" for c in range(spec["num_classes"])]
+    return names
+
+
+@torch.no_grad()
+def forward(
+    model: MSAModel, dataset: H5Dataset, device: str = "cpu"
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Eval-mode predictions of a split: (clip ids, targets, (N,) preds or (N, C) logits)."""
+    model.eval().to(device)
+    ids: list[str] = []
+    targets, preds = [], []
+    classification = model.spec.task == "classification"
+    loader = DataLoader(dataset, batch_size=EVAL_BATCH, shuffle=False, collate_fn=collate)
+    for batch in loader:
+        ids.extend(batch["id"])
+        tensors = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+        out = model(tensors)["pred"].float().cpu()
+        preds.append(out)
+        targets.append(batch["label_class"] if classification else batch["label"])
+    if not ids:
+        width = (0, model.spec.num_classes) if classification else (0,)
+        return ids, np.zeros(0), np.zeros(width)
+    return ids, torch.cat(targets).numpy(), torch.cat(preds).numpy()

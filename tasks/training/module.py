@@ -1,0 +1,156 @@
+"""The LightningModule: any registered model, its loss, epoch metrics and optimiser.
+
+The architecture is a plain ``nn.Module`` (models/, through the registry); this module owns
+what training adds around it: one shared step for train/valid/test with ``split/metric``
+log keys, the epoch metrics of the valid split (the task's, tasks/metrics.py), and AdamW
+with a linear warm-up then linear decay, stepped per batch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from models.base import MSAModel
+from msaflow.errors import ParamsError
+from tasks.metrics import compute_metrics, selection_metric
+
+
+def warmup_linear_decay(warmup_steps: int, total_steps: int):
+    """LambdaLR factor: linear warm-up to 1 over ``warmup_steps``, then linear decay to 0."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return factor
+
+
+class MSAModule(L.LightningModule):
+    """Wraps any registered MSAModel: shared step, metrics, AdamW + warm-up/decay schedule."""
+
+    def __init__(
+        self,
+        model: MSAModel,
+        *,
+        lr: float,
+        weight_decay: float,
+        warmup_epochs: int = 0,
+        scheme: str = "mosi",
+        verbose: bool = True,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.warmup_epochs = warmup_epochs
+        self.scheme = scheme
+        self.verbose = verbose
+        self.task = model.spec.task
+        self.class_names = list(model.spec.extra.get("class_names") or [])
+        if self.task == "classification" and len(self.class_names) != model.spec.num_classes:
+            self.class_names = [f"class{c}" for c in range(model.spec.num_classes)]
+        self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._epoch_start = 0.0
+        self._train_loss: list[float] = []
+        self.last_metrics: dict[str, dict[str, float]] = {}
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self.model(batch)
+
+    def _target(self, batch: dict[str, Any]) -> torch.Tensor:
+        return batch["label"] if self.task == "regression" else batch["label_class"]
+
+    def _shared_step(self, batch: dict[str, Any], split: str) -> torch.Tensor:
+        out = self.model(batch)
+        loss, parts = self.model.loss(batch, out)
+        bs = len(batch["label"])
+        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, batch_size=bs)
+        for name, value in parts.items():
+            if name != "task":
+                self.log(
+                    f"{split}/loss_{name}", value, on_step=False, on_epoch=True, batch_size=bs
+                )
+        if split == "train":
+            self._train_loss.append(float(loss.detach()))
+        else:
+            self._outputs.setdefault(split, []).append(
+                (self._target(batch).detach().cpu(), out["pred"].detach().float().cpu())
+            )
+        return loss
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._shared_step(batch, "valid")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def _epoch_metrics(self, split: str) -> None:
+        outputs = self._outputs.pop(split, [])
+        if not outputs:
+            return
+        y = torch.cat([o[0] for o in outputs]).numpy()
+        p = torch.cat([o[1] for o in outputs]).numpy()
+        metrics = compute_metrics(self.task, self.scheme, self.class_names, y, p)
+        self.last_metrics[split] = metrics
+        self.log_dict({f"{split}/{k}": v for k, v in metrics.items()})
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_metrics("valid")
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_metrics("test")
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start = time.perf_counter()
+        self._train_loss = []
+        loader = self.trainer.train_dataloader
+        self.model.on_train_epoch_start(self.current_epoch, loader)
+
+    def on_train_epoch_end(self) -> None:
+        # Runs after this epoch's validation, so the line has both sides and the full time.
+        if not self.verbose:
+            return
+        name, _ = selection_metric(self.task)
+        valid = self.last_metrics.get("valid", {}).get(name, float("nan"))
+        loss = float(np.mean(self._train_loss)) if self._train_loss else float("nan")
+        print(
+            f"epoch {self.current_epoch + 1}/{self.trainer.max_epochs}: train/loss {loss:.4f}"
+            f"  valid/{name} {valid:.4f}  ({time.perf_counter() - self._epoch_start:.2f} s)",
+            flush=True,
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The best checkpoint then carries every validation metric of its own epoch.
+        checkpoint["valid_metrics"] = dict(self.last_metrics.get("valid", {}))
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.AdamW(self.model.param_groups(self.weight_decay), lr=self.lr)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        per_epoch = max(1, math.ceil(total / max(1, self.trainer.max_epochs)))
+        factor = warmup_linear_decay(self.warmup_epochs * per_epoch, total)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def resolve_accelerator(choice: str) -> str:
+    """'auto' → 'gpu' when CUDA is present, else 'cpu'; an explicit 'gpu' must exist."""
+    if choice == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if choice == "gpu" and not torch.cuda.is_available():
+        raise ParamsError("train.accelerator: 'gpu' requested but no CUDA device is visible")
+    return choice
+
+
+def torch_device(choice: str) -> str:
+    """The torch device of ``train.accelerator``: ``cuda`` or ``cpu``."""
+    return "cuda" if resolve_accelerator(choice) == "gpu" else "cpu"

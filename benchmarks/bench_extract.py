@@ -41,7 +41,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from msaflow.paths import Paths
-    from tasks import demo, extract, ingest
+    from tasks import extract, ingest
+    from tasks.demo import corpus as demo
 
     with tempfile.TemporaryDirectory(prefix="bench-extract-") as tmp:
         base = Path(tmp)

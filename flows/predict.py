@@ -18,12 +18,13 @@ def predict_task(
     transcripts: str | None = None,
     out: str = "predictions.json",
     overrides: dict | None = None,
+    asr: str | None = None,
 ) -> dict:
     """Extract, build the model input as the cache does, score with every seed; write ``out``."""
     params, paths = load(params_path, overrides)
     return predict.predict_videos(
         params, paths, model, videos,
-        checkpoint=checkpoint, text=text, transcripts=transcripts, out=out,
+        checkpoint=checkpoint, text=text, transcripts=transcripts, out=out, asr=asr,
     )
 
 
@@ -37,10 +38,11 @@ def predict_flow(
     out: str = "predictions.json",
     params_path: str = "params.yaml",
     overrides: dict | None = None,
+    asr: str | None = None,
 ) -> dict:
     """Sentiment of ``videos`` from ``model``'s checkpoints, written to ``out``."""
     doc = predict_task(
-        params_path, model, videos, checkpoint, text, transcripts, out, overrides
+        params_path, model, videos, checkpoint, text, transcripts, out, overrides, asr
     )
     publish_markdown(
         f"predict-{model}",

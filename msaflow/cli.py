@@ -83,7 +83,7 @@ def _run_stage(args: argparse.Namespace, over: dict[str, Any] | None) -> Any:
         return predict_flow(
             args.model, args.videos, checkpoint=args.checkpoint, text=args.text,
             transcripts=args.transcripts, out=args.out, params_path=args.params,
-            overrides=over,
+            overrides=over, asr=args.asr,
         )
     raise AssertionError(name)
 
@@ -141,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transcripts", default=None, metavar="CSV",
                    help="transcripts: columns path (or clip_id = file name stem) and text")
     p.add_argument("--out", default="predictions.json", help="JSON written (predictions.json)")
+    p.add_argument("--asr", choices=("none", "pocketsphinx", "whisper"), default=None,
+                   help="speech recognition for a video without a transcript (default: "
+                        "extract.text.asr, else pocketsphinx for English); whisper uses "
+                        "extract.text.asr_model")
     text = "the whole DAG as one Prefect flow run (then `dvc commit`)"
     p = sub.add_parser("run", help=text, description=text, parents=[sets])
     p.add_argument("--no-record", action="store_true", help="do not `dvc commit` at the end")

@@ -44,7 +44,12 @@ def _format_error(err: ValidationError, source: str) -> str:
         elif e["type"] == "missing":
             lines.append(f"  {key}: required key is missing")
         else:
-            lines.append(f"  {key}: {e['msg']}{got_s}")
+            msg = e["msg"].removeprefix("Value error, ")
+            # a section's own check names its key first ("timing: ..."): spell it dotted
+            head, sep, rest = msg.partition(": ")
+            if sep and head.isidentifier() and isinstance(got, dict):
+                key, msg = f"{key}.{head}", rest
+            lines.append(f"  {key}: {msg}{got_s}")
     return "\n".join(lines)
 
 

@@ -26,6 +26,8 @@ COVERED = (
     "dataset.label_range",
     "dataset.layout",
     *(f"dataset.csd.{k}" for k in CSD_KEYS),
+    "extract.text.timing",
+    "extract.text.language",
     "cache.seq_len.words",
     "cache.seq_len.audio",
     "cache.seq_len.vision",
@@ -116,6 +118,10 @@ PRESETS: dict[str, DatasetPreset] = {
             "dataset.task": "regression",
             "dataset.label_range": [-1.0, 1.0],  # sentiment in [-1, 1] (Yu et al., 2020)
             "dataset.layout": "mmsa",  # MMSA's raw release: Raw/<video>/<clip>.mp4 + label.csv
+            # Mandarin: the shipped aligner is English only, so words are spread; Whisper
+            # (extract.text.asr: whisper) recognises Mandarin with word times.
+            "extract.text.timing": "spread",
+            "extract.text.language": "zh",
             "cache.seq_len.words": 39,  # MMSA config_regression.json sims: [39, 400, 55]
             "cache.seq_len.audio": 400,
             "cache.seq_len.vision": 55,

@@ -162,6 +162,36 @@ class TextParams(_Section):
     tokenizer: str
     encoder: str
     max_tokens: int = Field(ge=4, le=512)
+    # Word times: forced alignment of the transcript on the speech (PocketSphinx, US English;
+    # a clip that fails falls back to spread, with a warning) or spread by word length.
+    timing: Literal["forced", "spread"] = "forced"
+    # Speech recognition for clips without a transcript (none: such a clip has no text).
+    asr: Literal["none", "pocketsphinx", "whisper"] = "none"
+    # whisper: a Hugging Face Whisper checkpoint, a local folder or a name in the local cache
+    asr_model: str = ""
+    # ISO 639-1 code of the transcripts' language; forced alignment and pocketsphinx are
+    # English only.
+    language: str = Field("en", pattern=r"^[a-z]{2,3}$")
+
+    @model_validator(mode="after")
+    def _engines_fit_the_language(self) -> TextParams:
+        if self.language != "en" and self.timing == "forced":
+            raise ValueError(
+                f"timing: forced aligns with PocketSphinx's US English model, not language "
+                f"{self.language!r} (an English alignment of other speech would be wrong): "
+                "set extract.text.timing: spread"
+            )
+        if self.language != "en" and self.asr == "pocketsphinx":
+            raise ValueError(
+                f"asr: pocketsphinx recognises US English only, not {self.language!r}: set "
+                "extract.text.asr: whisper with a multilingual checkpoint, or none"
+            )
+        if self.asr == "whisper" and not self.asr_model:
+            raise ValueError(
+                "asr: whisper needs extract.text.asr_model, a Whisper checkpoint: a local "
+                "folder (save_pretrained) or a Hugging Face name in the local cache"
+            )
+        return self
 
 
 class ExtractParams(_Section):

@@ -195,6 +195,16 @@ def _entries(
         yield clip_id, feats, intervals
 
 
+def _counts(ready: list[tuple[str, Path]], names: tuple[str, ...]) -> dict[str, int]:
+    """A feature set's per-clip ``counters`` summed over the clips written."""
+    total = np.zeros(len(names), dtype=np.int64)
+    for _, path in ready:
+        with np.load(path, allow_pickle=False) as npz:
+            if "counters" in npz and npz["counters"].shape == total.shape:
+                total += npz["counters"]
+    return {name: int(v) for name, v in zip(names, total, strict=True)}
+
+
 def _width(ready: list[tuple[str, Path]], out: Output) -> int:
     """Feature width of an output, from its first cached entry (0 when there is none)."""
     if not ready:
@@ -251,6 +261,7 @@ def write_outputs(
     params_json = {m: modality_params(m, cfg) for m in MODALITIES}
     params_json["extractor_version"] = EXTRACTOR_VERSION
     counts: dict[str, int] = {}
+    tallies: dict[str, int] = {}
     csd_dir = Path(csd_dir)
     for name, (modality, out) in outputs(cfg).items():
         ready: list[tuple[str, Path]] = []
@@ -261,15 +272,21 @@ def write_outputs(
                     rows[clip_id], modality, cfg
                 )
                 ready.append((clip_id, cache_path(cache_dir, modality, key)))
+        chosen = features.chosen(cfg, modality)
+        section = features.section(cfg, modality)
         metadata = {
-            "computational sequence description": out.description,
-            "dimension names": out.dims(features.section(cfg, modality), _width(ready, out)),
+            "computational sequence description": out.describe(section),
+            "dimension names": out.dims(section, _width(ready, out)),
             "computational sequence version": EXTRACTOR_VERSION,
             "alignment compatible": True,
             "dataset name": dataset_name,
             "creator": "msaflow extract",
             "extractor params": params_json,
         }
+        if chosen.counters and out is chosen.outputs[0]:
+            tally = _counts(ready, chosen.counters)
+            metadata["extractor counts"] = tally
+            tallies.update({f"{chosen.name}_{k}": v for k, v in tally.items()})
         counts[f"{name}.csd"] = write_csd(csd_dir / f"{name}.csd", name, _entries(ready, out),
                                           metadata)
     for stale in sorted(csd_dir.glob("*.csd")):
@@ -277,6 +294,7 @@ def write_outputs(
             stale.unlink()  # another feature set's output from an earlier params choice
     return {
         "sequences": counts,
+        "counts": tallies,
         "failed_clips": len(failed_clips),
         "errors": int((errors["severity"] == "error").sum()),
         "warnings": int((errors["severity"] == "warning").sum()),
@@ -352,6 +370,7 @@ def extract_media(params: Params, paths: Paths, map_fn: MapFn | None = None) -> 
     summary.update(
         failed_clips=written["failed_clips"],
         warnings=written["warnings"],
+        **written["counts"],
         sequences=written["sequences"],
     )
     return summary

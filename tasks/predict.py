@@ -42,8 +42,11 @@ from tasks.training.module import torch_device
 
 # Keys of the params `extract` section that never change a clip's features.
 RUN_KEYS = ("workers", "fail_fast", "max_failed_fraction")
+# Keys that only decide how a clip without a transcript gets one: predict may choose them.
+ASR_KEYS = ("extract.text.asr", "extract.text.asr_model")
 SPLIT = "test"  # the scratch file's one split (any of the loader's split names would do)
 NO_TRANSCRIPT = "no transcript: the text modality got an empty transcript"
+NO_SPEECH = "no transcript, and speech recognition heard no words: the text modality is empty"
 ALIGNED_NO_WORDS = (
     "aligned variant: audio and vision are averaged over the transcript's words, so "
     "without words the model saw no audio or vision either"
@@ -194,7 +197,7 @@ def _feature_keys(raw: dict[str, Any]) -> dict[str, Any]:
             values = getattr(cfg, modality).model_dump(mode="json")
         out.update(_flat(values, f"extract.{modality}."))
     out["extract.text.max_tokens"] = cfg.text.max_tokens  # not in the cache key: truncation
-    return out
+    return {k: v for k, v in out.items() if k not in ASR_KEYS}
 
 
 def check_params(ens: Ensemble, params: Params) -> None:
@@ -327,8 +330,10 @@ def _no_text(cfg: ExtractParams, words_dim: int) -> dict[str, _Entries]:
 
 def featurize(
     video: Path, text: str | None, cfg: ExtractParams, cache_dir: Path, spec: DataSpec
-) -> tuple[Clip, list[str]]:
-    """One video's features as the cache stage reads them from the .csd, and its notes."""
+) -> tuple[Clip, list[str], str | None, str | None]:
+    """One video's features as the cache stage reads them from the .csd, its notes, and
+    the transcript the text modality used with where it came from (``asr:<engine>`` when
+    ``extract.text.asr`` recognised it; None, None when there was none)."""
     if not video.is_file():
         raise VideoError(f"{video}: video file not found")
     row = {"clip_id": video.stem, "media": str(video), "start": None, "end": None,
@@ -352,10 +357,16 @@ def featurize(
         wanted[modality] = (modality, chosen)
     readers: dict[str, Any] = {}
     files: dict[str, Path] = {}
+    said, source = text, "given" if text else None
     if not text:
-        readers.update(_no_text(cfg, spec.dims["words"]))
-        files.update({k: Path("<empty transcript>") for k in readers})
-        notes.insert(0, NO_TRANSCRIPT)
+        if result["status"].get("text") in ("cached", "computed"):  # recognised
+            path = extract.cache_path(cache_dir, "text", result["keys"]["text"])
+            with np.load(path, allow_pickle=False) as npz:
+                said, source = str(npz["transcript"]), str(npz["transcript_source"])
+        else:
+            readers.update(_no_text(cfg, spec.dims["words"]))
+            files.update({k: Path("<empty transcript>") for k in readers})
+            notes.insert(0, NO_TRANSCRIPT if cfg.text.asr == "none" else NO_SPEECH)
     for name, (modality, output) in wanted.items():
         if name in readers:
             continue
@@ -371,7 +382,22 @@ def featurize(
            "vision": clip.vision[1].shape[1]}
     if got != {k: spec.dims[k] for k in got}:
         raise VideoError(f"{video}: feature sizes {got} differ from the model's {spec.dims}")
-    return clip, notes
+    return clip, notes, said, source if said else None
+
+
+def asr_for(params: Params, asr: str | None) -> ExtractParams:
+    """The extract params predict runs with: ``asr`` (``--asr``) when given; else the
+    params' own engine; else ``pocketsphinx`` for English (it ships offline), so a video
+    without a transcript still gets a text modality."""
+    text = params.extract.text
+    if asr is None:
+        asr = text.asr if text.asr != "none" else "pocketsphinx" if text.language == "en" \
+            else "none"
+    try:
+        chosen = type(text).model_validate({**text.model_dump(), "asr": asr})
+    except ValidationError as err:
+        raise PredictError(f"--asr {asr}: {err.errors()[0]['msg']}") from None
+    return params.extract.model_copy(update={"text": chosen})
 
 
 def polarity(score: float, label_range: Sequence[float]) -> str:
@@ -462,11 +488,13 @@ def predict_videos(
     transcripts: str | Path | None = None,
     out: str | Path = "predictions.json",
     cache_dir: str | Path | None = None,
+    asr: str | None = None,
 ) -> dict[str, Any]:
     """Score ``videos`` with every seed of ``model``; write ``out`` (JSON) and return it.
 
     ``cache_dir``: where extracted features are kept (a temporary folder by default; never
-    the stage's own ``extract_cache``, which is a DVC output).
+    the stage's own ``extract_cache``, which is a DVC output). ``asr``: the speech
+    recognition engine for a video without a transcript (see :func:`asr_for`).
     """
     if not videos:
         raise PredictError("no video given")
@@ -481,6 +509,7 @@ def predict_videos(
     ens = load_ensemble(find_checkpoints(paths, model, checkpoint), model)
     check_params(ens, params)
     used = prepare_params(ens, params)
+    extract_cfg = asr_for(params, asr)
     h5 = dataclasses.replace(paths, dataset=ens.dataset).h5(ens.variant)
     check_cache(h5, ens)
     device = torch_device(params.train.accelerator)
@@ -488,7 +517,7 @@ def predict_videos(
     entries: list[dict[str, Any]] = []
     scored: list[int] = []  # entry index of each row of the scratch file
     with tempfile.TemporaryDirectory(prefix="msaflow-predict-") as tmp:
-        features = Path(cache_dir) if cache_dir is not None else Path(tmp) / "extract_cache"
+        features_dir = Path(cache_dir) if cache_dir is not None else Path(tmp) / "extract_cache"
         scratch = Path(tmp) / "predict.h5"
         with h5py.File(scratch, "w") as f, h5py.File(h5, "r") as stats:
             writer = SplitWriter(f.create_group(SPLIT), ens.spec.seq_len, ens.spec.dims)
@@ -510,8 +539,11 @@ def predict_videos(
                 )
                 try:
                     with _one_torch_thread():
-                        clip, notes = featurize(Path(video), said, params.extract, features,
-                                                ens.spec)
+                        clip, notes, heard, source = featurize(Path(video), said, extract_cfg,
+                                                               features_dir, ens.spec)
+                    if said is None and heard is not None:
+                        entry["transcript"], entry["transcript_source"] = heard, source
+                        said = heard
                     rows = prepare(clip, ens.variant, used)
                 except ValueError as err:  # VideoError, or a clip the aligner cannot use
                     entry["error"] = str(err)

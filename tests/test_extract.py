@@ -34,7 +34,10 @@ def make_cfg(**changes: object) -> ExtractParams:
         "max_failed_fraction": 0.5,
         "audio": {"feature_set": "librosa", "sample_rate": 16000, "hop_seconds": 0.04},
         "vision": {"feature_set": "facemesh", "fps": 6, "max_side": 640},
-        "text": {"tokenizer": "minilm", "encoder": "minilm", "max_tokens": 48},
+        # The clips' audio is a tone, not speech: words are spread (forced alignment has its
+        # own tests in tests/features/test_speech.py).
+        "text": {"tokenizer": "minilm", "encoder": "minilm", "max_tokens": 48,
+                 "timing": "spread"},
     }
     raw.update(changes)
     return ExtractParams.model_validate(raw)
@@ -149,7 +152,8 @@ def test_extract_clip_caches_and_recomputes_only_changed(
         "vision": "cached",
     }
     # max_tokens only truncates later: not part of the text key
-    longer = make_cfg(text={"tokenizer": "minilm", "encoder": "minilm", "max_tokens": 64})
+    longer = make_cfg(text={"tokenizer": "minilm", "encoder": "minilm", "max_tokens": 64,
+                            "timing": "spread"})
     assert extract.extract_clip(clip, longer, cache)["status"]["text"] == "cached"
     assert extract.extract_clip(clip | {"text": "so sad"}, cfg, cache)["status"] == {
         "text": "computed",
@@ -209,7 +213,8 @@ def test_fail_fast_names_the_clip(media: dict[str, Path], tmp_path: Path) -> Non
 def _stage(tmp_path: Path, media: dict[str, Path], names: list[str], **overrides: object):
     params = load_params(
         ROOT / "params.yaml",
-        overrides={"dataset.name": "t", "extract.workers": 2, **overrides},
+        overrides={"dataset.name": "t", "extract.workers": 2, "extract.text.timing": "spread",
+                   **overrides},
     )
     paths = Paths.from_params(params, base=tmp_path)
     rows = [row(f"vid$_${i}", media[n]) for i, n in enumerate(names)]

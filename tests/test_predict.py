@@ -140,7 +140,7 @@ def test_json_fields_and_per_video_errors(
     doc = predict_videos(params, paths, "late_fusion", [videos[0]], text="I love this movie",
                          out=out)
     assert doc["predictions"][0]["transcript_source"] == "--text"
-    doc = predict_videos(params, paths, "late_fusion", videos, out=out)
+    doc = predict_videos(params, paths, "late_fusion", videos, out=out, asr="none")
     assert json.loads(out.read_text()) == json.loads(json.dumps(doc))
     assert (doc["videos"], doc["failed"], doc["dataset"]) == (3, 2, "tiny")
     good, no_audio, absent = doc["predictions"]
@@ -165,11 +165,34 @@ def test_aligned_without_transcript_says_what_the_model_saw(setting, tmp_path: P
     params, paths, manifest, _ = setting
     doc = predict_videos(params, paths, "fasca_net", [manifest["media"][2]],
                          checkpoint=paths.checkpoints("fasca_net") / "seed1.ckpt",
-                         out=tmp_path / "p.json")
+                         out=tmp_path / "p.json", asr="none")
     entry = doc["predictions"][0]
     assert entry["seeds"] == [1] and np.isfinite(entry["score"])
     assert entry["notes"][:1] == [predict_mod.NO_TRANSCRIPT]
     assert predict_mod.ALIGNED_NO_WORDS in entry["notes"]
+
+
+def test_without_a_transcript_speech_recognition_gives_the_text(setting, tmp_path: Path) -> None:
+    from tasks.demo.corpus import write_mp4
+    from tasks.demo.speech import VOICES, make_audio
+
+    params, paths, _, _ = setting
+    samples, _ = make_audio("I really loved this film, the acting was wonderful.", 1.0,
+                            VOICES[0])
+    n_frames = int(len(samples) / 16000 * 12)
+    video = tmp_path / "spoken.mp4"
+    write_mp4(video, np.full((n_frames, 64, 64, 3), 128, np.uint8),
+              samples[: round(n_frames / 12 * 16000)], 12)
+    for model in MODELS:  # an aligned model gets words to align audio and vision to
+        doc = predict_videos(params, paths, model, [video], out=tmp_path / "p.json")
+        (entry,) = doc["predictions"]
+        assert entry["transcript_source"] == "asr:pocketsphinx"
+        assert {"film", "acting"} & set(entry["transcript"].split())
+        assert np.isfinite(entry["score"])
+        assert predict_mod.ALIGNED_NO_WORDS not in entry.get("notes", [])
+    with pytest.raises(PredictError, match="--asr whisper: .*asr_model"):
+        predict_videos(params, paths, "late_fusion", [video], out=tmp_path / "p.json",
+                       asr="whisper")
 
 
 def test_params_that_differ_from_training_are_named(setting, tmp_path: Path) -> None:

@@ -61,6 +61,7 @@ TRUTH_COLUMNS: tuple[str, ...] = (
     "duration",
     "n_frames",
     "hidden_frames",
+    "words",
 )
 _STAGE_SALT = 0xDE30  # mixes the stage name into the base seed (other stages use their own)
 
@@ -125,7 +126,7 @@ def make_clip(spec: ClipSpec, path: Path, fps: int, size: int, hidden_face: floa
     """Render one clip to ``path`` (.mp4); returns its duration and frame counts."""
     rng = np.random.default_rng(spec.seed)
     voice = VOICES[spec.speaker]
-    speech = make_audio(spec.text, spec.view_audio, voice)
+    speech, words = make_audio(spec.text, spec.view_audio, voice)
     n_frames = max(1, math.ceil(len(speech) / AUDIO_RATE * fps))
     # Pad audio to exactly the video's length so both streams last as long.
     n_samples = round(n_frames / fps * AUDIO_RATE)
@@ -139,6 +140,7 @@ def make_clip(spec: ClipSpec, path: Path, fps: int, size: int, hidden_face: floa
         "duration": n_frames / fps,
         "n_frames": n_frames,
         "hidden_frames": int(hidden.sum()),
+        "words": words,
     }
 
 
@@ -258,7 +260,7 @@ def _corr(a: list[float], b: list[float]) -> float:
 
 
 # Bump when the generated content changes for the same params (invalidates reuse).
-GENERATOR_VERSION = 2  # 2: generator.json holds no folder name and no timing
+GENERATOR_VERSION = 3  # 2: generator.json holds no folder name and no timing; 3: word times
 STAMP = "generator.json"
 
 
@@ -325,6 +327,8 @@ def generate(
                 "duration": f"{res['duration']:.4f}",
                 "n_frames": res["n_frames"],
                 "hidden_frames": res["hidden_frames"],
+                # [[word, start, end], ...]: eSpeak's own timing of each transcript word
+                "words": json.dumps(res["words"], separators=(",", ":")),
             })
         _write_csv(tmp / "label.csv", LABEL_COLUMNS, labels)
         _write_csv(tmp / "demo_truth.csv", TRUTH_COLUMNS, truth)

@@ -11,7 +11,9 @@ declaring what the extract stage needs to run it without knowing its name:
 - ``outputs``: the ``.csd`` files it writes (by default one, named after the set), each with
   a description and its dimension names;
 - optionally ``identity(section)``: more cache-key inputs (an external binary's identity),
-  and ``prepare(section)``: a check run once before any clip (the binary is installed).
+  ``prepare(section)``: a check run once before any clip (the binary is installed), and
+  ``counters``: names of per-clip counts it keeps (an int array ``counters`` in its arrays),
+  which the stage sums into the ``.csd`` metadata and its summary.
 
 Adding a feature set: one new file with one ``@register(...)``, and one line in ``_MODULES``
 (its name, modality and module), which keeps ``names()`` free of imports and lets params
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -51,9 +53,13 @@ class Output:
     it holds and its dimension names (``dims(section, width)``)."""
 
     name: str
-    description: str
+    description: str | Callable[[Any], str]  # or a function of the params section
     dims: Callable[[Any, int], list[str]]
     read: Callable[[Mapping[str, np.ndarray]], tuple[np.ndarray, np.ndarray]] = _features
+
+    def describe(self, section: Any) -> str:
+        """The ``.csd`` description for these params."""
+        return self.description(section) if callable(self.description) else self.description
 
 
 @dataclass(frozen=True)
@@ -68,8 +74,8 @@ class FeatureSet:
     uses_transcript: bool = False
     identity: Callable[[Any], dict[str, Any]] | None = None
     prepare: Callable[[Any], None] | None = None
+    counters: tuple[str, ...] = ()
     about: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def key_params(self, section: Any) -> dict[str, Any]:
         """The params that change this set's output: they go into every clip's cache key
@@ -96,6 +102,7 @@ def register(
     uses_transcript: bool = False,
     identity: Callable[[Any], dict[str, Any]] | None = None,
     prepare: Callable[[Any], None] | None = None,
+    counters: tuple[str, ...] = (),
 ):
     """Decorator of a compute function ``(clip, section) -> (arrays, warnings)``.
 
@@ -115,6 +122,7 @@ def register(
             uses_transcript=uses_transcript,
             identity=identity,
             prepare=prepare,
+            counters=counters,
             about=description,
         )
         return compute

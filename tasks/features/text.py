@@ -1,11 +1,19 @@
-"""Feature set ``text``: words with spread times, token ids, frozen per-word embeddings.
+"""Feature set ``text``: words with their times, token ids, frozen per-word embeddings.
 
-Raw media carries no word timings, so the clip's duration is shared out between its words
-in proportion to their length in characters (a longer word takes longer to say); tokens are
-spread evenly. Token ids are the tokenizer's full sequence of the transcript (with
-[CLS]/[SEP], never truncated: the cache stage truncates to ``text.max_tokens``). A word's
-embedding is the mean of the encoder's last hidden states over that word's subword tokens,
-found with the tokenizer's ``word_ids()`` on the word list.
+Word times (``extract.text.timing``): ``forced`` aligns the transcript on the clip's speech
+(tasks/features/speech.py: PocketSphinx, US English, offline); a clip whose alignment fails
+falls back to ``spread`` for that clip, with the reason as a warning. ``spread`` shares the
+clip's duration between its words in proportion to their length in characters (a longer word
+takes longer to say). A clip without a transcript gets one from speech recognition when
+``extract.text.asr`` names an engine (its words keep the recognised times), else it is an
+error for the text modality. Tokens are spread evenly. Token ids are the tokenizer's full
+sequence of the transcript (with [CLS]/[SEP], never truncated: the cache stage truncates to
+``text.max_tokens``). A word's embedding is the mean of the encoder's last hidden states over
+that word's subword tokens, found with the tokenizer's ``word_ids()`` on the word list.
+
+Per clip the cache keeps ``counters`` (``COUNTERS``), which the extract stage sums into the
+words ``.csd`` metadata and its summary: how many words were aligned, given an eSpeak
+pronunciation, interpolated or spread, and how many clips fell back or were recognised.
 """
 
 from __future__ import annotations
@@ -20,9 +28,13 @@ from typing import Any
 import numpy as np
 
 from msaflow import hf
-from tasks.contracts import ExtractError
-from tasks.features import Output, register
-from tasks.features.media import ClipInput
+from tasks.contracts import ExtractError, MediaError
+from tasks.features import Output, register, speech
+from tasks.features.media import ClipInput, decode_audio
+
+COUNTERS: tuple[str, ...] = (
+    "words", "aligned", "pronounced", "interpolated", "spread", "fallback", "recognized",
+)
 
 # A word: letters/digits/underscore, keeping inner apostrophes and hyphens ("don't", "x-ray").
 _WORD = re.compile(r"\w+(?:['’\-]\w+)*")
@@ -45,6 +57,11 @@ class TextFeatures:
 def split_words(text: str) -> list[str]:
     """The words of a transcript (punctuation dropped, inner apostrophes/hyphens kept)."""
     return _WORD.findall(text)
+
+
+def split_word_spans(text: str) -> list[tuple[str, int, int]]:
+    """``split_words`` with each word's character span ``[start, end)`` in ``text``."""
+    return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(text)]
 
 
 def spread_by_length(lengths: list[int] | np.ndarray, duration: float) -> np.ndarray:
@@ -124,9 +141,11 @@ def word_embeddings(words: list[str], tokenizer: Any, encoder: Any) -> np.ndarra
 
 
 def extract_text(
-    text: str, duration: float, tokenizer_name: str, encoder_name: str
+    text: str, duration: float, tokenizer_name: str, encoder_name: str,
+    word_intervals: np.ndarray | None = None,
 ) -> TextFeatures:
-    """Words, their spread intervals and embeddings, and the token ids of one transcript."""
+    """Words, their intervals (``word_intervals``, else spread over the clip), embeddings,
+    and the token ids of one transcript."""
     if not isinstance(text, str) or not text.strip():
         raise ExtractError("empty transcript")
     words = split_words(text)
@@ -146,9 +165,13 @@ def extract_text(
     embeddings = word_embeddings(words, encoder_tokenizer, encoder)
     if not np.isfinite(embeddings).all():
         raise ExtractError("word embeddings have NaN/Inf values")
+    if word_intervals is None:
+        word_intervals = spread_by_length([len(w) for w in words], duration)
+    elif len(word_intervals) != len(words):
+        raise ExtractError(f"{len(word_intervals)} word times for {len(words)} words")
     return TextFeatures(
         words=words,
-        word_intervals=spread_by_length([len(w) for w in words], duration),
+        word_intervals=np.asarray(word_intervals, dtype=np.float64).reshape(-1, 2),
         embeddings=embeddings,
         tokens=tokens,
         token_intervals=spread_by_length(np.ones(len(tokens)), duration),
@@ -167,16 +190,38 @@ def _tokens(npz: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return npz["tokens"].reshape(-1, 1), npz["token_intervals"]
 
 
+def _recognized_words(heard: speech.Recognition) -> tuple[list[str], np.ndarray]:
+    """The recognised words as the transcript splitter splits them, each part sharing its
+    word's interval by length (``don't`` stays one word; ``-`` alone disappears)."""
+    words: list[str] = []
+    times: list[np.ndarray] = []
+    for word, (start, end) in zip(heard.words, heard.intervals, strict=True):
+        parts = split_words(word)
+        if parts:
+            words += parts
+            times.append(spread_by_length([len(p) for p in parts], end - start) + start)
+    return words, (np.concatenate(times) if times else np.zeros((0, 2)))
+
+
+def _timing_description(section: Any) -> str:
+    if section.timing == "spread":
+        return "transcript words; times spread over the clip by word length"
+    return ("transcript words; times by forced alignment (PocketSphinx 5, US English model, "
+            "eSpeak NG pronunciations for words outside its dictionary); a clip whose "
+            "alignment failed is spread over its duration (extract_errors.csv)")
+
+
 @register(
     "text",
     modality="text",
-    keys=("tokenizer", "encoder"),  # max_tokens only truncates, in the cache stage
+    # max_tokens only truncates, in the cache stage
+    keys=("tokenizer", "encoder", "timing", "asr", "asr_model", "language"),
     description="transcript words, token ids and frozen word embeddings",
     dims=lambda section, width: [],
     uses_transcript=True,
+    counters=COUNTERS,
     outputs=(
-        Output("words", "transcript words; times spread over the clip by word length",
-               lambda section, width: ["word"], _words),
+        Output("words", _timing_description, lambda section, width: ["word"], _words),
         Output("word_embeddings",
                "frozen encoder last hidden state, mean over each word's subwords",
                lambda section, width: [f"{section.encoder}_{i}" for i in range(width)],
@@ -187,12 +232,44 @@ def _tokens(npz: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     ),
 )
 def compute(clip: ClipInput, section: Any) -> tuple[dict[str, np.ndarray], list[str]]:
-    """One clip's transcript as words (with times), their embeddings and its token ids."""
-    t = extract_text(clip.text, clip.duration, section.tokenizer, section.encoder)
+    """One clip's transcript (or what recognition heard) as words with times, their
+    embeddings and its token ids; the counters of how the times were made."""
+    counts = dict.fromkeys(COUNTERS, 0)
+    warnings: list[str] = []
+    text, source = clip.text, "transcript"
+    intervals: np.ndarray | None = None
+    if not text.strip() and section.asr != "none":
+        samples = decode_audio(clip.media, speech.SAMPLE_RATE, clip.start, clip.end)
+        heard = speech.recognize(samples, section.asr, section.asr_model, section.language)
+        words, intervals = _recognized_words(heard)
+        if not words:
+            raise ExtractError(f"empty transcript, and asr:{heard.engine} heard no words")
+        text, source = " ".join(words), f"asr:{heard.engine}"
+        counts["recognized"] = 1
+        warnings.append(f"empty transcript: {len(words)} words from {source}")
+    elif text.strip() and section.timing == "forced":
+        words = split_words(text)
+        try:
+            samples = decode_audio(clip.media, speech.SAMPLE_RATE, clip.start, clip.end)
+            aligned = speech.align(samples, words)
+        except (speech.AlignmentFailed, MediaError) as err:
+            counts.update(fallback=1, spread=len(words))
+            warnings.append(f"{err}; its words are spread over the clip")
+        else:
+            intervals = aligned.intervals
+            counts.update(aligned=aligned.aligned, pronounced=aligned.pronounced,
+                          interpolated=aligned.interpolated)
+    t = extract_text(text, clip.duration, section.tokenizer, section.encoder, intervals)
+    counts["words"] = len(t.words)
+    if section.timing == "spread" and source == "transcript":
+        counts["spread"] = len(t.words)
     return {
         "words": np.array(t.words, dtype=str),
         "word_intervals": t.word_intervals,
         "embeddings": t.embeddings,
         "tokens": t.tokens,
         "token_intervals": t.token_intervals,
-    }, []
+        "transcript": np.array(text, dtype=str),
+        "transcript_source": np.array(source, dtype=str),
+        "counters": np.array([counts[k] for k in COUNTERS], dtype=np.int64),
+    }, warnings

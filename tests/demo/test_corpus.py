@@ -157,11 +157,17 @@ def test_text_polarity_follows_view() -> None:
 
 def test_audio_view_drives_loudness_and_rate() -> None:
     text = "I thought the acting was really great."
-    low, high = (make_audio(text, v, VOICES[0]) for v in (-3.0, 3.0))
+    low, high = (make_audio(text, v, VOICES[0])[0] for v in (-3.0, 3.0))
     rms = [float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) for x in (low, high)]
     assert rms[1] > 1.5 * rms[0]
     assert len(high) < len(low)  # a positive view speaks faster
-    assert np.array_equal(make_audio(text, 3.0, VOICES[0]), high)  # reproducible
+    again, words = make_audio(text, 3.0, VOICES[0])
+    assert np.array_equal(again, high)  # reproducible
+    # eSpeak's own word times, in order, inside the padded audio
+    assert [w for w, _, _ in words] == text.rstrip(".").replace(",", "").split()
+    times = np.array([(s, e) for _, s, e in words])
+    assert np.all(np.diff(times[:, 0]) > 0) and np.all(times[:, 1] > times[:, 0])
+    assert times[0, 0] >= 0.19 and times[-1, 1] <= len(high) / AUDIO_RATE
 
 
 def _mouth_lift(mesh, frame: np.ndarray) -> float | None:

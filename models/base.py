@@ -82,14 +82,17 @@ class MSAModel(nn.Module):
         task = self.task_loss(out["pred"], batch)
         return task, {"task": task.detach()}
 
-    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
-        """AdamW groups: decay on weights, none on biases, norms and embeddings' tokens."""
+    def param_groups(
+        self, weight_decay: float, decay_all: bool = False
+    ) -> list[dict[str, Any]]:
+        """AdamW groups: decay on weights, none on biases, norms and embeddings' tokens
+        (``decay_all``: on every parameter, as ``AdamW(model.parameters())`` does)."""
         decay, no_decay = [], []
         for name, p in self.named_parameters():
             if not p.requires_grad:
                 continue
             is_norm = any(k in name.lower() for k in ("norm", "ln_", ".ln", "bn"))
-            if p.ndim < 2 or name.endswith(".bias") or is_norm:
+            if not decay_all and (p.ndim < 2 or name.endswith(".bias") or is_norm):
                 no_decay.append(p)
             else:
                 decay.append(p)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-from torch.utils.data import default_collate
+from torch.utils.data import DataLoader, default_collate
 
 from models.base import DataSpec, MSAModel, masked_mean
 from models.layers import CrossBlock, FeedForward, SequenceEncoder, TransformerBlock
@@ -38,6 +38,7 @@ TEXT, VISION, AUDIO, FUSED = 0, 1, 2, 3
 # Categories of a retrieval table: similar + same label, similar + other label, dissimilar + other.
 POSITIVE, HARD_NEGATIVE, EASY_NEGATIVE = 0, 1, 2
 PAIR_SOURCES = ("reencode", "bank")
+LABEL_GROUPS = ("rounded", "exact")
 
 
 @dataclass
@@ -53,7 +54,10 @@ class DashFusionConfig:
     align_heads: int = 8  # temporal alignment heads …
     align_dim_head: int = 32  # … of 32 dims each (the reference's 8 × 32)
     dropout: float = 0.0  # fusion dropout (alignment, HBF); the reference uses 0.0
-    encoder_dropout: float = 0.1  # audio/vision encoder dropout (reference a/v_drop_out)
+    encoder_dropout: float = 0.1  # audio/vision embedding dropout (authors' a/v_drop_out)
+    encoder_layer_dropout: float = 0.5  # their Transformer layers (AudioEncoder's default 0.5)
+    hbf_out_proj: bool = False  # an output projection in HBF attention (the authors' has none)
+    label_groups: str = "rounded"  # retrieval groups: rounded labels (MOSI/MOSEI) | exact (SIMS)
     temperature: float = 0.5  # NT-Xent temperature (reference "heat")
     contrastive_weight: float = 0.2  # loss = task + weight × contrastive
     n_pos: int = 2  # positives drawn per anchor (similar features, same rounded label)
@@ -82,6 +86,8 @@ class DashFusionConfig:
             "pair_source": self.pair_source in PAIR_SOURCES,
             "head_lr": self.head_lr is None or float(self.head_lr) > 0,
             "table_chunk": self.table_chunk >= 1,
+            "label_groups": self.label_groups in LABEL_GROUPS,
+            "encoder_layer_dropout": 0 <= self.encoder_layer_dropout < 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -90,7 +96,7 @@ class DashFusionConfig:
             raise ParamsError(
                 f"models.dashfusion: invalid value for {bad} in {self!r} "
                 f"(d_model must divide by heads; n_* ≤ candidates; pair_source in "
-                f"{PAIR_SOURCES})"
+                f"{PAIR_SOURCES}; label_groups in {LABEL_GROUPS})"
             )
 
 
@@ -98,29 +104,35 @@ class DashFusionConfig:
 
 # Trainer keys (lr, batch_size, …) and architecture keys per dataset preset
 # (msaflow/presets.py), from the authors' config.py (epochs from its comments: 100 for
-# MOSI/SIMS, 125 for MOSEI). `models.dashfusion.preset: auto` picks the dataset's entry; the
-# trainer puts it over train.* and under the keys written in models.dashfusion.
+# MOSI/SIMS, 125 for MOSEI; they train that many epochs, so patience = max_epochs: no early
+# stop, the checkpoint is still the best valid epoch). SIMS groups retrieval pairs by its
+# unrounded labels, as the authors' SIMS loader does. `models.dashfusion.preset: auto` picks
+# the dataset's entry; the trainer puts it over train.* and under the keys written in
+# models.dashfusion. Table with sources: docs/models.md "Against the authors' code".
 _PRESETS: dict[str, dict[str, Any]] = {
     "mosi": {
         "lr": 5e-5, "batch_size": 16, "warmup_epochs": 10, "max_epochs": 100,
-        "encoder_layers": 2, "hbf_depth": 2,
+        "patience": 100, "encoder_layers": 2, "hbf_depth": 2,
     },
     "sims": {
         "lr": 5e-5, "batch_size": 16, "warmup_epochs": 10, "max_epochs": 100,
-        "encoder_layers": 2, "hbf_depth": 2,
+        "patience": 100, "encoder_layers": 2, "hbf_depth": 2, "label_groups": "exact",
     },
     "mosei": {
         "lr": 2e-5, "batch_size": 8, "warmup_epochs": 1, "max_epochs": 125,
-        "encoder_layers": 4, "hbf_depth": 3,
+        "patience": 125, "encoder_layers": 4, "hbf_depth": 3,
     },
     # ~120 training clips on 2 CPU cores, 2 seeds in a few minutes: one encoder layer, few
     # epochs, a short warm-up, the text encoder at a BERT fine-tuning lr and the randomly
     # initialised rest 10× faster (it would barely move in 15 epochs at 5e-5); retrieved
     # clips come from the feature bank, because re-encoding 6 clips per anchor through
-    # MiniLM is ~7× the cost of a step.
+    # MiniLM is ~7× the cost of a step. Light dropout everywhere and the HBF output
+    # projection as the demo's results were made with (120 clips, 15 epochs; the authors'
+    # 0.5 layer dropout is for thousands of clips and 100 epochs).
     "demo": {
         "lr": 5e-5, "head_lr": 5e-4, "batch_size": 16, "warmup_epochs": 1, "max_epochs": 15,
         "encoder_layers": 1, "hbf_depth": 2, "pair_source": "bank",
+        "encoder_layer_dropout": 0.1, "hbf_out_proj": True,
     },
 }
 
@@ -244,16 +256,19 @@ class HierarchicalBottleneckFusion(nn.Module):
     """
 
     def __init__(
-        self, dim: int, *, depth: int, bottleneck: int, heads: int, ff_dim: int, dropout: float
+        self, dim: int, *, depth: int, bottleneck: int, heads: int, ff_dim: int, dropout: float,
+        out_proj: bool = False,
     ) -> None:
         super().__init__()
         self.bottleneck = bottleneck
 
         def block() -> nn.Module:
-            return TransformerBlock(dim, heads=heads, ff_dim=ff_dim, dropout=dropout)
+            return TransformerBlock(dim, heads=heads, ff_dim=ff_dim, dropout=dropout,
+                                    out_proj=out_proj)
 
         def cross() -> nn.Module:
-            return CrossBlock(dim, heads=heads, ff_dim=ff_dim, dropout=dropout)
+            return CrossBlock(dim, heads=heads, ff_dim=ff_dim, dropout=dropout,
+                              out_proj=out_proj)
 
         self.levels = nn.ModuleList(
             nn.ModuleDict(
@@ -297,11 +312,15 @@ class RetrievalTable:
     valid: torch.Tensor  # (N, 3, K) bool: False where the category had fewer than K rows
 
 
-def round_labels(labels: torch.Tensor, task: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(grouping label, known mask): the rounded score for regression, the class otherwise."""
+def round_labels(
+    labels: torch.Tensor, task: str, exact: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(grouping label, known mask): the rounded score for regression (``exact``: the score
+    itself, to 1e-3, as the authors group CH-SIMS), the class otherwise."""
     if task == "regression":
         known = ~torch.isnan(labels)
-        return torch.round(torch.nan_to_num(labels)).long(), known
+        score = torch.nan_to_num(labels.double())
+        return torch.round(score * 1000 if exact else score).long(), known
     labels = labels.long()
     return labels, labels >= 0
 
@@ -467,12 +486,16 @@ class DashFusion(MSAModel):
             self.text_encoder.pooler = None
         if not cfg.finetune_text:
             self.text_encoder.requires_grad_(False)
+        # from_pretrained returns the encoder in eval mode; a fine-tuned one must follow this
+        # module's mode (dropout on while it learns), a frozen one stays in eval (train()).
+        self.text_encoder.train(self.training and cfg.finetune_text)
         self.text_proj = TextProjector(self.text_encoder.config.hidden_size, d)
 
         def seq_encoder(stream: str) -> SequenceEncoder:
             return SequenceEncoder(
                 spec.dims[stream], d, max_len=spec.seq_len[stream], layers=cfg.encoder_layers,
                 heads=cfg.heads, ff_dim=cfg.ff_dim, dropout=cfg.encoder_dropout,
+                layer_dropout=cfg.encoder_layer_dropout,
             )
 
         self.audio_encoder = seq_encoder("audio")
@@ -482,7 +505,7 @@ class DashFusion(MSAModel):
         )
         self.hbf = HierarchicalBottleneckFusion(
             d, depth=cfg.hbf_depth, bottleneck=cfg.bottleneck, heads=cfg.heads,
-            ff_dim=cfg.ff_dim, dropout=cfg.dropout,
+            ff_dim=cfg.ff_dim, dropout=cfg.dropout, out_proj=cfg.hbf_out_proj,
         )
         self.head = nn.Sequential(
             nn.Linear(4 * d, 2 * d), nn.GELU(), nn.Linear(2 * d, d), nn.GELU(),
@@ -493,6 +516,14 @@ class DashFusion(MSAModel):
         self._bank: torch.Tensor | None = None  # (N, 4, D) for pair_source == "bank"
         self._train_set: Any = None
         self._collate: Any = None
+
+    def train(self, mode: bool = True) -> DashFusion:
+        """Train mode for everything that learns; a frozen text encoder stays in eval mode on
+        purpose (a fixed feature extractor: no dropout noise on features it cannot adapt)."""
+        super().train(mode)
+        if not self.config.finetune_text:
+            self.text_encoder.eval()
+        return self
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -554,9 +585,11 @@ class DashFusion(MSAModel):
         parts["contrastive"] = out["contrastive"].detach()
         return task + self.config.contrastive_weight * out["contrastive"], parts
 
-    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+    def param_groups(
+        self, weight_decay: float, decay_all: bool = False
+    ) -> list[dict[str, Any]]:
         """The base decay groups; with ``head_lr`` the non-text parameters get their own lr."""
-        groups = super().param_groups(weight_decay)
+        groups = super().param_groups(weight_decay, decay_all)
         if self.config.head_lr is None:
             return groups
         text_params = {id(p) for p in self.text_encoder.parameters()}
@@ -625,14 +658,22 @@ class DashFusion(MSAModel):
     def _collect(
         self, loader: Any, raw: bool, model: bool
     ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """One eval-mode pass over the training set, rows placed by ``batch["index"]``."""
+        """One eval-mode pass over the training set, rows placed by ``batch["index"]``.
+
+        Through a loader of its own, in order and dropping nothing: the training loader may
+        drop a lone last sample (BatchNorm) and iterating it would draw from its seeded
+        shuffle, changing later epochs' order whenever the table is rebuilt.
+        """
         n = len(loader.dataset)
+        loader = DataLoader(loader.dataset, batch_size=loader.batch_size or 64, shuffle=False,
+                            drop_last=False, collate_fn=self._collate)
         device = next(self.parameters()).device
         labels = torch.zeros(n, dtype=torch.long)
         known = torch.zeros(n, dtype=torch.bool)
         seen = torch.zeros(n, dtype=torch.bool)
         embeddings = torch.zeros(n, 4, self.config.d_model) if model else None
         streams = [s for s in ("words", "vision", "audio") if raw]
+        scaled_streams = ("vision", "audio")  # the authors min-max scale these, not text
         means: dict[str, torch.Tensor] = {}
         lo: dict[str, torch.Tensor] = {}
         hi: dict[str, torch.Tensor] = {}
@@ -642,7 +683,8 @@ class DashFusion(MSAModel):
             for batch in loader:
                 rows = batch["index"].long()
                 target = batch["label"] if self.spec.task == "regression" else batch["label_class"]
-                labels[rows], known[rows] = round_labels(target, self.spec.task)
+                labels[rows], known[rows] = round_labels(
+                    target, self.spec.task, exact=self.config.label_groups == "exact")
                 seen[rows] = True
                 for s in streams:
                     x, mask = batch[s].float(), batch[f"{s}_mask"].bool()
@@ -664,12 +706,15 @@ class DashFusion(MSAModel):
             )
         feats = None
         if raw:
-            # The authors min-max scale each feature to [-1, 1] over the train set, then
-            # average over time; the affine map commutes with the masked mean.
+            # The authors min-max scale the audio and vision features to [-1, 1] over the
+            # train set, then average over time (the affine map commutes with the masked
+            # mean); the text features go in as they are.
             parts = []
             for s in streams:
                 span = (hi[s] - lo[s]).clamp(min=1e-12) if s in hi else None
-                scaled = (means[s] - lo[s]) / span * 2 - 1 if span is not None else means[s]
-                parts.append(scaled)
+                if s in scaled_streams and span is not None:
+                    parts.append((means[s] - lo[s]) / span * 2 - 1)
+                else:
+                    parts.append(means[s])
             feats = torch.cat(parts, dim=1)
         return feats, labels, known, embeddings

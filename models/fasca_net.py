@@ -65,6 +65,7 @@ class FascaNetConfig:
     head_dropout: float = 0.2  # fused MLP (authors: 0.2)
     aux_weights: tuple = (0.1, 0.1, 0.1)  # loss weights of T, A, V heads (authors train M only)
     loss: str = "l1"  # regression loss on every head: l1 (authors) | mse
+    cme_ffn_norm: bool = False  # LayerNorm after the CME cross block's FFN (authors: none)
 
     def __post_init__(self) -> None:
         where = "models.fasca_net"
@@ -97,12 +98,23 @@ class FascaNetConfig:
 # epochs) for the benchmarks; demo is shrunk so 2 seeds train in a few CPU minutes on ~120
 # clips. `models.fasca_net.preset: auto` picks the dataset's entry (with preset()'s base);
 # the trainer puts it over train.* and under the keys written in models.fasca_net.
+# The authors' recipe (tools/function.py): AdamW(model.parameters(), lr) -- weight decay 0.01
+# on every parameter, a constant lr -- and the checkpoint of the best valid Has0_acc_2.
+# SIMS reports no Has0_acc_2: its 2-class accuracy (Mult_acc_2) takes that role. The
+# authors' code selects on Has0_acc_2 for MELD/IEMOCAP too, which classification never
+# reports (so it never saves): there weighted F1 (auto) selects.
+_RECIPE = {"schedule": "constant", "weight_decay": 0.01, "decay_all": True}
+# They train every epoch (no early stop): patience = max_epochs.
 _PRESETS: dict[str, dict[str, Any]] = {
-    "mosi": {"lr": 2e-4, "batch_size": 32, "max_epochs": 50},
-    "mosei": {"lr": 2e-4, "batch_size": 32, "max_epochs": 50},
-    "sims": {"lr": 2e-4, "batch_size": 32, "max_epochs": 50},  # not in the README: as MOSI
-    "iemocap": {"lr": 3e-4, "batch_size": 16, "max_epochs": 60},
-    "meld": {"lr": 2e-4, "batch_size": 32, "max_epochs": 40},
+    "mosi": {"lr": 2e-4, "batch_size": 32, "max_epochs": 50, "patience": 50, **_RECIPE,
+             "select": "Has0_acc_2"},
+    "mosei": {"lr": 2e-4, "batch_size": 32, "max_epochs": 50, "patience": 50, **_RECIPE,
+              "select": "Has0_acc_2"},
+    # not in the authors' README: as MOSI
+    "sims": {"lr": 2e-4, "batch_size": 32, "max_epochs": 50, "patience": 50, **_RECIPE,
+             "select": "Mult_acc_2"},
+    "iemocap": {"lr": 3e-4, "batch_size": 16, "max_epochs": 60, "patience": 60, **_RECIPE},
+    "meld": {"lr": 2e-4, "batch_size": 32, "max_epochs": 40, "patience": 40, **_RECIPE},
     "demo": {  # 120 training clips on 2 CPU cores: ~1.5 s/epoch, about a minute a seed
         "lr": 1e-3,
         "batch_size": 16,
@@ -114,6 +126,9 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "aux_hidden": 32,
         "aux_layers": 1,
         "head_hidden": 128,
+        # as the demo's results were made (120 clips on 2 cores): the CME cross block's FFN
+        # normalised, linear lr decay, weight decay 1e-3 off biases and norms, MAE selection
+        "cme_ffn_norm": True,
     },
 }
 
@@ -174,11 +189,15 @@ class TriModalLayer(nn.Module):
     """One CME layer: per-modality projection, cross-attention to the other two, self-
     attention, de-projection added to the input (shapes preserved)."""
 
-    def __init__(self, dims: dict[str, int], *, hidden: int, heads: int, dropout: float) -> None:
+    def __init__(
+        self, dims: dict[str, int], *, hidden: int, heads: int, dropout: float,
+        ffn_norm: bool = False,
+    ) -> None:
         super().__init__()
         self.proj = nn.ModuleDict({m: nn.Linear(dims[m], hidden) for m in MODALITIES})
         self.cross = nn.ModuleDict(
-            {m: CrossBlock(hidden, heads=heads, dropout=dropout) for m in MODALITIES}
+            {m: CrossBlock(hidden, heads=heads, dropout=dropout, ffn_norm=ffn_norm)
+             for m in MODALITIES}
         )
         self.self_attn = nn.ModuleDict(
             {m: TransformerBlock(hidden, heads=heads, dropout=dropout) for m in MODALITIES}
@@ -394,7 +413,8 @@ class FascaNet(MSAModel):
             {m: nn.Parameter(torch.randn(1, 1, dims[m]) * 0.02) for m in MODALITIES}
         )
         self.cme = nn.ModuleList(
-            TriModalLayer(dims, hidden=config.hidden, heads=config.heads, dropout=config.dropout)
+            TriModalLayer(dims, hidden=config.hidden, heads=config.heads, dropout=config.dropout,
+                          ffn_norm=config.cme_ffn_norm)
             for _ in range(config.num_layers)
         )
         self.fgfa_audio = FGFA(dims["text"], dims["audio"], config)

@@ -40,7 +40,9 @@ class Attention(nn.Module):
     """Multi-head attention; self-attention by default, cross-attention with ``context``.
 
     ``key_mask`` (B, S) True on keys that may be attended to. A query row whose keys are
-    all masked attends to nothing and returns zeros (no NaN).
+    all masked attends to nothing and returns zeros (no NaN). ``out_proj=False`` leaves out
+    the output projection (the heads' concatenation is the output; needs heads × dim_head
+    = dim), as DashFusion's authors' HBF attention has it.
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class Attention(nn.Module):
         dim_head: int | None = None,
         context_dim: int | None = None,
         dropout: float = 0.0,
+        out_proj: bool = True,
     ) -> None:
         super().__init__()
         dim_head = dim_head or dim // heads
@@ -59,7 +62,9 @@ class Attention(nn.Module):
         self.scale = dim_head**-0.5
         self.to_q = nn.Linear(dim, inner)
         self.to_kv = nn.Linear(context_dim or dim, inner * 2)
-        self.to_out = nn.Linear(inner, dim)
+        if not out_proj and inner != dim:
+            raise ValueError(f"out_proj=False needs heads × dim_head ({inner}) == dim ({dim})")
+        self.to_out = nn.Linear(inner, dim) if out_proj else nn.Identity()
         self.dropout = nn.Dropout(dropout)
 
     def forward(
@@ -95,9 +100,10 @@ class TransformerBlock(nn.Module):
         ff_dim: int | None = None,
         dropout: float = 0.1,
         pre_norm: bool = False,
+        out_proj: bool = True,
     ) -> None:
         super().__init__()
-        self.attn = Attention(dim, heads=heads, dropout=dropout)
+        self.attn = Attention(dim, heads=heads, dropout=dropout, out_proj=out_proj)
         self.ff = FeedForward(dim, ff_dim or 4 * dim, dropout=dropout)
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
@@ -125,14 +131,19 @@ class CrossBlock(nn.Module):
         dim_head: int | None = None,
         ff_dim: int | None = None,
         dropout: float = 0.1,
+        out_proj: bool = True,
+        ffn_norm: bool = True,
     ) -> None:
         super().__init__()
         self.attn = Attention(
-            dim, heads=heads, dim_head=dim_head, context_dim=context_dim, dropout=dropout
+            dim, heads=heads, dim_head=dim_head, context_dim=context_dim, dropout=dropout,
+            out_proj=out_proj,
         )
         self.ff = FeedForward(dim, ff_dim or 4 * dim, dropout=dropout)
         self.norm1 = nn.LayerNorm(dim)
-        self.norm2 = nn.LayerNorm(dim)
+        # ffn_norm=False: the residual after the feed-forward is not normalised (FASCA-Net's
+        # authors' CME cross block)
+        self.norm2 = nn.LayerNorm(dim) if ffn_norm else nn.Identity()
         self.drop = nn.Dropout(dropout)
 
     def forward(
@@ -165,17 +176,22 @@ class SequenceEncoder(nn.Module):
         heads: int = 8,
         ff_dim: int | None = None,
         dropout: float = 0.1,
+        layer_dropout: float | None = None,
         pre_norm: bool = False,
         final_norm: bool = True,
     ) -> None:
+        """``dropout`` on the embeddings (projection + positions), ``layer_dropout`` (default
+        ``dropout``) inside the Transformer layers."""
         super().__init__()
+        layer_dropout = dropout if layer_dropout is None else layer_dropout
         self.proj = nn.Linear(in_dim, dim)
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos = nn.Parameter(torch.zeros(1, max_len + 1, dim))
         nn.init.trunc_normal_(self.cls, std=0.02)
         nn.init.trunc_normal_(self.pos, std=0.02)
         self.blocks = nn.ModuleList(
-            TransformerBlock(dim, heads=heads, ff_dim=ff_dim, dropout=dropout, pre_norm=pre_norm)
+            TransformerBlock(dim, heads=heads, ff_dim=ff_dim, dropout=layer_dropout,
+                             pre_norm=pre_norm)
             for _ in range(layers)
         )
         self.norm = nn.LayerNorm(dim) if final_norm else nn.Identity()

@@ -28,6 +28,9 @@ TRAIN_KEYS = (
     "patience",
     "weight_decay",
     "warmup_epochs",
+    "schedule",
+    "decay_all",
+    "select",
     "preset",
 )
 

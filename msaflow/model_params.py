@@ -42,6 +42,10 @@ class TrainerSettings(BaseModel):
     patience: int = Field(ge=1)
     weight_decay: float = Field(ge=0)
     warmup_epochs: int = Field(0, ge=0)
+    # after the warm-up: linear decay to 0, or the same lr throughout
+    schedule: Literal["linear", "constant"] = "linear"
+    decay_all: bool = False  # weight decay on biases and norms too (AdamW(model.parameters()))
+    select: str = "auto"  # valid metric picking the best epoch; auto: MAE / F1_weighted
     preset: str | None = None  # the model preset applied (None: none); a label only
 
     @model_validator(mode="after")
@@ -135,6 +139,17 @@ def resolve_model(
         if any(e["loc"] == () for e in err.errors()):  # the warm-up check names both keys
             origin[""] = origin.get("warmup_epochs", "") or origin.get("max_epochs", "")
         raise ParamsError(_messages(err, where, origin)) from None
+    from tasks.metrics import scheme_for, selection_metric
+
+    try:
+        selection_metric(params.dataset.task, settings.select,
+                         scheme_for(tuple(params.dataset.label_range)))
+    except ValueError as err:
+        if "select" not in origin:
+            raise ParamsError(f"{where}.select: {err}") from None
+        # A preset names the metric its authors selected on for that dataset's own task;
+        # another task (a MOSI pickle read as classes) selects on its default.
+        settings = settings.model_copy(update={"select": "auto"})
     if check_variant and settings.variant not in variants:
         raise ParamsError(
             f"{where}.variant: {settings.variant!r} is not cached "

@@ -99,15 +99,22 @@ def _mosi(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     return out
 
 
+def _bin32(x: np.ndarray, edges: tuple[float, ...]) -> np.ndarray:
+    """``_bin`` in float32, as MMSA bins (its tensors are float32, and numpy compares a
+    float32 array with a Python float in float32): a value on an edge falls as it does there
+    (float32 0.1 is "<= 0.1", so neutral, where float64 would call it positive)."""
+    return _bin(x.astype(np.float32), tuple(np.float32(e) for e in edges))
+
+
 def _sims(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     true, pred = np.clip(true, -1, 1), np.clip(pred, -1, 1)
     out: dict[str, float] = {}
     for name, edges in SIMS_BINS.items():
-        out[name] = float(np.mean(_bin(pred, edges) == _bin(true, edges)))
+        out[name] = float(np.mean(_bin32(pred, edges) == _bin32(true, edges)))
     out["F1_score"] = float(
         f1_score(
-            _bin(true, SIMS_BINS["Mult_acc_2"]),
-            _bin(pred, SIMS_BINS["Mult_acc_2"]),
+            _bin32(true, SIMS_BINS["Mult_acc_2"]),
+            _bin32(pred, SIMS_BINS["Mult_acc_2"]),
             average="weighted",
         )
     )
@@ -175,13 +182,31 @@ def classification_metrics(
     return out
 
 
-def selection_metric(task: str) -> tuple[str, str]:
-    """The validation metric that picks the best epoch: (name, "min" | "max")."""
-    if task == "regression":
-        return "MAE", "min"
-    if task == "classification":
-        return "F1_weighted", "max"
-    raise ValueError(f"task must be 'regression' or 'classification', got {task!r}")
+# The metrics each kind of evaluation reports (the summary may show fewer).
+METRICS: dict[str, tuple[str, ...]] = {
+    "mosi": ("Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_5",
+             "Mult_acc_7", "MAE", "Corr"),
+    "sims": ("Mult_acc_2", "Mult_acc_3", "Mult_acc_5", "F1_score", "MAE", "Corr"),
+    "classification": ("Acc", "WA", "UA", "F1_weighted", "F1_macro", "AUC_macro"),
+}
+LOWER_IS_BETTER = frozenset({"MAE"})
+
+
+def selection_metric(task: str, choice: str = "auto", scheme: str = "mosi") -> tuple[str, str]:
+    """The validation metric that picks the best epoch: (name, "min" | "max").
+
+    ``auto``: MAE for regression, weighted F1 for classification; else a metric the task
+    reports (``METRICS``; ValueError naming the choices otherwise).
+    """
+    if task not in ("regression", "classification"):
+        raise ValueError(f"task must be 'regression' or 'classification', got {task!r}")
+    if choice == "auto":
+        choice = "MAE" if task == "regression" else "F1_weighted"
+    known = METRICS["classification" if task == "classification" else scheme]
+    if choice not in known:
+        raise ValueError(f"{choice!r} is not a metric of this task; expected auto or one of "
+                         f"{list(known)}")
+    return choice, "min" if choice in LOWER_IS_BETTER else "max"
 
 
 def scheme_for(label_range: tuple[float, float]) -> str:

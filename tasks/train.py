@@ -197,6 +197,9 @@ def train_seed(
         lr=settings.lr,
         weight_decay=settings.weight_decay,
         warmup_epochs=settings.warmup_epochs,
+        schedule=settings.schedule,
+        decay_all=settings.decay_all,
+        select=settings.select,
         scheme=scheme,
     )
     normalize = params.cache.normalize
@@ -208,7 +211,7 @@ def train_seed(
     train_dl = _loader(train_ds, settings.batch_size, True, workers, seed)
     valid_dl = _loader(valid_ds, settings.batch_size, False, workers, seed)
 
-    metric, mode = selection_metric(spec.task)
+    metric, mode = module.selection
     monitor = f"valid/{metric}"
     keeper = ModelCheckpoint(
         dirpath=work,
@@ -311,7 +314,8 @@ def train_model(params: Params, paths: Paths, model_name: str) -> dict[str, Any]
         + (f", class weights {[round(w, 3) for w in weights]}" if weights else ""),
         flush=True,
     )
-    metric, _ = selection_metric(spec.task)
+    metric, _ = selection_metric(spec.task, settings.select,
+                                 scheme_for(tuple(params.dataset.label_range)))
     summary: dict[str, Any] = {
         "model": model_name,
         "variant": settings.variant,

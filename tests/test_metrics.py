@@ -156,3 +156,19 @@ def test_selection_metric_and_scheme() -> None:
     assert selection_metric("classification") == ("F1_weighted", "max")
     assert scheme_for((-1.0, 1.0)) == "sims"
     assert scheme_for((-3.0, 3.0)) == "mosi"
+
+
+def test_sims_bins_in_float32_as_mmsa() -> None:
+    """A float32 prediction of 0.1 is on the (−0.1, 0.1] edge for MMSA (it bins float32
+    tensors): neutral, so against a label of 0.2 it misses; float64 would call it positive."""
+    true = np.array([0.2, -0.8, 0.0, 0.6], dtype=np.float32)
+    pred = np.array([0.1, -0.8, 0.0, 0.6], dtype=np.float32)
+    m = regression_metrics(true, pred, scheme="sims")
+    assert m["Mult_acc_3"] == 0.75  # MMSA's value; 1.0 with float64 bins
+    # MMSA's own loop (metricsTop.__eval_sims_regression), on the same float32 arrays
+    ms_3 = [-1.01, -0.1, 0.1, 1.01]
+    p3, t3 = pred.copy(), true.copy()
+    for i in range(3):
+        p3[np.logical_and(pred > ms_3[i], pred <= ms_3[i + 1])] = i
+        t3[np.logical_and(true > ms_3[i], true <= ms_3[i + 1])] = i
+    assert m["Mult_acc_3"] == float(np.mean(p3 == t3))

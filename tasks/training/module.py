@@ -21,12 +21,15 @@ from msaflow.errors import ParamsError
 from tasks.metrics import compute_metrics, selection_metric
 
 
-def warmup_linear_decay(warmup_steps: int, total_steps: int):
-    """LambdaLR factor: linear warm-up to 1 over ``warmup_steps``, then linear decay to 0."""
+def warmup_linear_decay(warmup_steps: int, total_steps: int, decay: bool = True):
+    """LambdaLR factor: linear warm-up to 1 over ``warmup_steps``, then linear decay to 0
+    (``decay=False``: 1 from then on)."""
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
+        if not decay:
+            return 1.0
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
     return factor
@@ -42,6 +45,9 @@ class MSAModule(L.LightningModule):
         lr: float,
         weight_decay: float,
         warmup_epochs: int = 0,
+        schedule: str = "linear",
+        decay_all: bool = False,
+        select: str = "auto",
         scheme: str = "mosi",
         verbose: bool = True,
     ) -> None:
@@ -50,7 +56,10 @@ class MSAModule(L.LightningModule):
         self.lr = lr
         self.weight_decay = weight_decay
         self.warmup_epochs = warmup_epochs
+        self.schedule = schedule
+        self.decay_all = decay_all
         self.scheme = scheme
+        self.selection = selection_metric(model.spec.task, select, scheme)
         self.verbose = verbose
         self.task = model.spec.task
         self.class_names = list(model.spec.extra.get("class_names") or [])
@@ -120,7 +129,7 @@ class MSAModule(L.LightningModule):
         # Runs after this epoch's validation, so the line has both sides and the full time.
         if not self.verbose:
             return
-        name, _ = selection_metric(self.task)
+        name, _ = self.selection
         valid = self.last_metrics.get("valid", {}).get(name, float("nan"))
         loss = float(np.mean(self._train_loss)) if self._train_loss else float("nan")
         print(
@@ -134,10 +143,16 @@ class MSAModule(L.LightningModule):
         checkpoint["valid_metrics"] = dict(self.last_metrics.get("valid", {}))
 
     def configure_optimizers(self) -> Any:
-        opt = torch.optim.AdamW(self.model.param_groups(self.weight_decay), lr=self.lr)
+        opt = torch.optim.AdamW(
+            self.model.param_groups(self.weight_decay, self.decay_all), lr=self.lr
+        )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         per_epoch = max(1, math.ceil(total / max(1, self.trainer.max_epochs)))
-        factor = warmup_linear_decay(self.warmup_epochs * per_epoch, total)
+        warmup = self.warmup_epochs * per_epoch
+        if self.schedule == "constant":  # warm-up (if any), then the same lr throughout
+            factor = warmup_linear_decay(warmup, total, decay=False)
+        else:
+            factor = warmup_linear_decay(warmup, total)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

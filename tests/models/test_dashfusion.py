@@ -133,7 +133,8 @@ def test_overfits_a_tiny_batch() -> None:
     torch.manual_seed(0)
     # Frozen text encoder and bank pairs keep the 60 steps cheap; the contrastive term stays on.
     cfg = DashFusionConfig(
-        **{**TINY, "finetune_text": False, "encoder_dropout": 0.0, "pair_source": "bank"}
+        **{**TINY, "finetune_text": False, "encoder_dropout": 0.0, "encoder_layer_dropout": 0.0,
+           "pair_source": "bank"}
     )
     model = DashFusion(make_spec(), cfg)
     samples = make_samples(8, seed=3)
@@ -260,3 +261,37 @@ def test_param_groups_and_presets(reg_model: DashFusion) -> None:
         preset("nope")
     with pytest.raises(ParamsError, match="pair_source"):
         DashFusionConfig(pair_source="queue")
+
+
+@pytest.mark.parametrize("n_train", [33, 17])
+def test_trains_when_the_last_batch_has_one_sample(n_train: int, tmp_path, one_torch_thread):
+    """33 or 17 clips at batch 16: the trainer drops the lone last sample (BatchNorm); the
+    retrieval table is still built over every row, by its own ordered loader."""
+    from pathlib import Path
+
+    from msaflow.params import load_params
+    from msaflow.paths import Paths
+    from tasks.train import train_model
+    from tests.synthetic import make_h5
+
+    root = Path(__file__).resolve().parents[2]
+    params = load_params(root / "params.yaml", overrides={
+        "train.seeds": [0], "train.accelerator": "cpu", "train.models": ["dashfusion"],
+        "models.dashfusion": {**TINY, "max_epochs": 3, "batch_size": 16, "warmup_epochs": 0,
+                              "table_refresh_epochs": 2, "pair_source": "bank"},
+    })
+    paths = Paths.from_params(params, base=tmp_path)
+    make_h5(paths.h5("unaligned"), n=(n_train, 8, 8))
+    summary = train_model(params, paths, "dashfusion")
+    assert summary["trained"] == 1
+
+
+def test_the_table_pass_leaves_the_shuffle_order_alone() -> None:
+    """Rebuilding the table draws nothing from the training loader's seeded generator."""
+    model = registry.build("dashfusion", make_spec(), dict(TINY))
+    samples = make_samples(10)
+    gen = torch.Generator().manual_seed(0)
+    loader = DataLoader(samples, batch_size=4, shuffle=True, collate_fn=collate, generator=gen)
+    before = gen.get_state().clone()
+    model.on_train_epoch_start(0, loader)
+    assert torch.equal(gen.get_state(), before)

@@ -33,12 +33,13 @@ TODAY = {
     "dashfusion": {
         "variant": "unaligned", "lr": 5.0e-5, "head_lr": 5.0e-4, "batch_size": 16,
         "warmup_epochs": 1, "max_epochs": 15, "encoder_layers": 1, "hbf_depth": 2,
-        "pair_source": "bank",
+        "pair_source": "bank", "encoder_layer_dropout": 0.1, "hbf_out_proj": True,
     },
     "fasca_net": {
         "variant": "aligned", "lr": 1.0e-3, "batch_size": 16, "max_epochs": 40, "patience": 10,
         "weight_decay": 1.0e-3, "warmup_epochs": 0, "hidden": 128, "heads": 4,
         "align_channels": 64, "aux_hidden": 32, "aux_layers": 1, "head_hidden": 128,
+        "cme_ffn_norm": True,
     },
 }
 
@@ -72,12 +73,18 @@ def test_mosei_gets_its_official_files_and_folds() -> None:
 
 
 def test_explicit_values_and_an_explicit_preset_win() -> None:
-    params = load_params(PARAMS, overrides={
+    over = {
         "dataset.name": "mosei",
         "cache.seq_len.audio": 300,
         "dataset.label_range": [-1, 1],
         "dataset.csd.labels": "CMU_MOSEI_LabelsSentiment.csd",
-    })
+    }
+    params = load_params(PARAMS, overrides=over)
+    # [-1, 1] makes it a SIMS-style task, where FASCA-Net's preset metric (Has0_acc_2) does
+    # not exist: the preset's choice gives way to the task's default; a written one is an error
+    assert resolve_model(params, "fasca_net")[0].select == "auto"
+    with pytest.raises(ParamsError, match=r"models\.fasca_net\.select: 'Has0_acc_2' is not"):
+        load_params(PARAMS, overrides={**over, "models.fasca_net.select": "Has0_acc_2"})
     assert params.cache.seq_len.audio == 300 and params.cache.seq_len.words == 50
     assert params.dataset.label_range == (-1.0, 1.0)
     assert params.dataset.csd.labels == "CMU_MOSEI_LabelsSentiment.csd"
@@ -131,7 +138,8 @@ def test_model_preset_sits_between_train_defaults_and_written_keys() -> None:
     assert settings.lr == 1e-4 and config.hbf_depth == 2  # written keys win
     assert settings.batch_size == 8 and settings.max_epochs == 125  # preset over train.*
     assert config.encoder_layers == 4
-    assert settings.patience == 5  # not in the preset: train.*
+    assert settings.patience == 125  # the authors train every epoch: in the preset
+    assert settings.weight_decay == 1e-3  # not in the preset: train.*
     # A model without presets keeps train.* (auto = none).
     text, _ = resolve_model(params, "unimodal_text")
     assert text.preset is None and text.max_epochs == 3
@@ -272,3 +280,29 @@ def test_weighted_training_uses_and_records_the_weights(
     assert train_model(params, paths, "unimodal_text")["trained"] == 0
     other = _cls_params(**{"train.class_weights": [1.0, 1.0, 2.0]})
     assert train_model(other, paths, "unimodal_text")["trained"] == 1
+
+
+@pytest.mark.parametrize(
+    ("dataset", "model", "expected"),
+    [
+        # docs/models.md "Against the authors' code": each paper preset's recipe
+        ("mosi", "dashfusion", {"max_epochs": 100, "patience": 100, "warmup_epochs": 10,
+                                "encoder_layer_dropout": 0.5, "encoder_dropout": 0.1,
+                                "hbf_out_proj": False, "label_groups": "rounded"}),
+        ("sims", "dashfusion", {"max_epochs": 100, "patience": 100, "label_groups": "exact"}),
+        ("mosei", "dashfusion", {"max_epochs": 125, "patience": 125, "encoder_layers": 4,
+                                 "hbf_depth": 3, "encoder_layer_dropout": 0.5}),
+        ("mosi", "fasca_net", {"schedule": "constant", "weight_decay": 0.01, "decay_all": True,
+                               "select": "Has0_acc_2", "patience": 50, "cme_ffn_norm": False}),
+        ("sims", "fasca_net", {"select": "Mult_acc_2", "schedule": "constant"}),
+        ("meld", "fasca_net", {"select": "auto", "decay_all": True, "patience": 40}),
+        ("demo", "fasca_net", {"schedule": "linear", "weight_decay": 1e-3, "decay_all": False,
+                               "select": "auto", "cme_ffn_norm": True}),
+        ("demo", "dashfusion", {"encoder_layer_dropout": 0.1, "hbf_out_proj": True}),
+    ],
+)
+def test_paper_presets_resolve_to_the_documented_recipe(dataset, model, expected) -> None:
+    params = load_params(PARAMS, overrides={"dataset.name": dataset})
+    settings, config = resolve_model(params, model)
+    got = {**settings.model_dump(), **dataclasses.asdict(config)}
+    assert {k: got[k] for k in expected} == expected

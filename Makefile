@@ -3,6 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 UI_HOST ?= 127.0.0.1
+UI_PORT ?= 4200
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ACTIVATE := source $(BIN)/activate
@@ -16,7 +17,10 @@ help: ## list the targets
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@# setuptools warns that folders named like a package may shadow it (flows/, tasks/...):
+	@# they are the package, installed editable on purpose.
+	PYTHONWARNINGS="ignore:Editable installation" \
+	  $(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the pinned, tested dependency set
@@ -25,7 +29,8 @@ demo: install ## run the whole DAG (`dvc repro`) on the built-in demo corpus, pr
 	@start=$$(date +%s); \
 	$(ACTIVATE) && msaflow repro && \
 	echo && cat reports/summary_demo.md && \
-	echo "make demo: $$(( $$(date +%s) - start )) s"
+	echo "make demo: $$(( $$(date +%s) - start )) s" && \
+	echo "Next: in a new shell, run 'source .venv/bin/activate' first (msaflow, dvc, prefect)."
 
 test: install ## ruff + the whole test suite (CPU)
 	$(ACTIVATE) && ruff check . && pytest -q
@@ -36,8 +41,8 @@ lint: install ## ruff only
 run: install ## the whole DAG as one Prefect flow run (`msaflow run`)
 	$(ACTIVATE) && msaflow run
 
-ui: install ## start a Prefect server with its UI on http://127.0.0.1:4200 (UI_HOST=0.0.0.0 to serve others)
-	$(ACTIVATE) && prefect server start --host $(UI_HOST) --port 4200
+ui: install ## start a Prefect server with its UI on http://127.0.0.1:4200 (UI_HOST=0.0.0.0, UI_PORT=...)
+	$(ACTIVATE) && prefect server start --host $(UI_HOST) --port $(UI_PORT) --analytics-off
 
 bench: install ## run every benchmark in benchmarks/ (prints figures and ratios)
 	$(ACTIVATE) && for b in benchmarks/bench_*.py; do echo "== $$b"; python $$b; done

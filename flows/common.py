@@ -13,17 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from msaflow import environment
 from msaflow.params import load_params
 from msaflow.paths import Paths
 from msaflow.schema import Params
 
 # Quiet, offline defaults for Prefect runs started from this project (a user's own
 # settings win: setdefault only).
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+environment.apply()
 
 
 def load(

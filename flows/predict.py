@@ -16,12 +16,13 @@ def predict_task(
     checkpoint: str | None = None,
     text: str | None = None,
     transcripts: str | None = None,
-    out: str = "predictions.json",
+    out: str | None = None,
     overrides: dict | None = None,
     asr: str | None = None,
 ) -> dict:
     """Extract, build the model input as the cache does, score with every seed; write ``out``."""
     params, paths = load(params_path, overrides)
+    out = out or str(predict.default_out(paths, model))
     return predict.predict_videos(
         params, paths, model, videos,
         checkpoint=checkpoint, text=text, transcripts=transcripts, out=out, asr=asr,
@@ -35,7 +36,7 @@ def predict_flow(
     checkpoint: str | None = None,
     text: str | None = None,
     transcripts: str | None = None,
-    out: str = "predictions.json",
+    out: str | None = None,
     params_path: str = "params.yaml",
     overrides: dict | None = None,
     asr: str | None = None,
@@ -47,7 +48,7 @@ def predict_flow(
     publish_markdown(
         f"predict-{model}",
         "```\n" + predict.format_table(doc["predictions"]) + "\n```\n",
-        description=f"Predictions of {model} ({out})",
+        description=f"Predictions of {model} ({out or 'predictions/'})",
     )
     return doc
 

@@ -14,6 +14,16 @@ import time
 from flows.common import prefect_server
 
 
+def git_identity_missing() -> list[str]:
+    """The git settings an experiment commit needs and this repository lacks."""
+    git = shutil.which("git")
+    if git is None:
+        return ["git"]
+    return [key for key in ("user.name", "user.email")
+            if not subprocess.run([git, "config", "--get", key], capture_output=True,
+                                  text=True).stdout.strip()]
+
+
 def repro(dvc_args: list[str], command: tuple[str, ...] = ("repro",)) -> int:
     """Run `dvc repro` (or `dvc exp run`) with one Prefect server shared by every stage;
     the exit code."""
@@ -25,6 +35,12 @@ def repro(dvc_args: list[str], command: tuple[str, ...] = ("repro",)) -> int:
     dvc = shutil.which("dvc")
     if dvc is None:
         print("msaflow: `dvc` not found on PATH (activate the venv: . .venv/bin/activate)")
+        return 2
+    if command[0] == "exp" and (missing := git_identity_missing()):
+        print(f"msaflow exp: `dvc exp run` records each experiment as a git commit, and git "
+              f"has no {' / '.join(missing)} here. Set them once, for this repository only:\n"
+              '  git config user.name "Your Name"\n  git config user.email you@example.org\n'
+              "(or with --global for every repository), then run the experiment again.")
         return 2
     start = time.perf_counter()
     with prefect_server():

@@ -24,6 +24,7 @@ import os
 import sys
 from typing import Any
 
+from msaflow import environment
 from msaflow.errors import ParamsError
 from msaflow.overrides import parse_assignments
 from msaflow.params import load_params
@@ -140,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", default=None, help="the transcript (one video)")
     p.add_argument("--transcripts", default=None, metavar="CSV",
                    help="transcripts: columns path (or clip_id = file name stem) and text")
-    p.add_argument("--out", default="predictions.json", help="JSON written (predictions.json)")
+    p.add_argument("--out", default=None,
+                   help="JSON written (default: predictions/<dataset>/<model>.json, which git "
+                        "ignores)")
     p.add_argument("--asr", choices=("none", "pocketsphinx", "whisper"), default=None,
                    help="speech recognition for a video without a transcript (default: "
                         "extract.text.asr, else pocketsphinx for English); whisper uses "
@@ -176,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `msaflow` console command."""
+    environment.apply()  # before any flow (and Prefect) is imported
     parser = build_parser()
     # `repro`/`exp` pass every further argument to dvc, options included (`exp -S a=b`):
     # argparse's REMAINDER alone does not take an option as the first one.

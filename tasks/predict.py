@@ -272,6 +272,12 @@ def check_cache(h5: Path, ens: Ensemble) -> None:
                     )
 
 
+def default_out(paths: Paths, model: str) -> Path:
+    """Where predictions go without ``--out``: ``predictions/<dataset>/<model>.json`` under
+    the repo root (git ignores the folder; nothing lands beside the project's files)."""
+    return paths.base / "predictions" / paths.dataset / f"{model}.json"
+
+
 def read_transcripts(path: str | Path) -> pd.DataFrame:
     """A transcripts CSV: a ``text`` column and a ``path`` and/or ``clip_id`` column."""
     path = Path(path)
@@ -486,7 +492,7 @@ def predict_videos(
     checkpoint: str | Path | None = None,
     text: str | None = None,
     transcripts: str | Path | None = None,
-    out: str | Path = "predictions.json",
+    out: str | Path | None = None,
     cache_dir: str | Path | None = None,
     asr: str | None = None,
 ) -> dict[str, Any]:
@@ -498,6 +504,7 @@ def predict_videos(
     """
     if not videos:
         raise PredictError("no video given")
+    out = Path(out) if out is not None else default_out(paths, model)
     if text is not None and transcripts is not None:
         raise PredictError("give --text or --transcripts, not both")
     if text is not None and len(videos) > 1:

@@ -137,6 +137,9 @@ def test_json_fields_and_per_video_errors(
     mute = make_mp4(tmp_path / "mute.mp4", audio=None)
     videos = [manifest["media"][0], str(mute), str(tmp_path / "absent.mp4")]
     out = tmp_path / "out" / "predictions.json"
+    doc = predict_videos(params, paths, "late_fusion", [videos[0]], text="I love this movie")
+    default = paths.base / "predictions" / "tiny" / "late_fusion.json"  # no --out: here
+    assert json.loads(default.read_text())["predictions"][0]["transcript"] == "I love this movie"
     doc = predict_videos(params, paths, "late_fusion", [videos[0]], text="I love this movie",
                          out=out)
     assert doc["predictions"][0]["transcript_source"] == "--text"

@@ -60,3 +60,59 @@ def test_a_server_that_cannot_start_is_a_clear_error(monkeypatch: pytest.MonkeyP
     with pytest.raises(RuntimeError, match=expected), prefect_server(start_timeout=60):
         pass
     assert "PREFECT_API_URL" not in os.environ
+
+
+SLOW_START = '''
+import time
+
+from prefect.server.api import server as _server
+
+_start = _server.SubprocessASGIServer._run_uvicorn_command
+
+
+def _slowly(self):  # a busy machine: the temporary server takes 25 s to come up
+    time.sleep(25)
+    return _start(self)
+
+
+_server.SubprocessASGIServer._run_uvicorn_command = _slowly
+'''
+
+
+@pytest.mark.slow  # waits out a 25 s server start
+def test_a_stage_survives_a_slow_temporary_server(tmp_path) -> None:
+    """A plain `dvc repro` stage starts Prefect's temporary server; Prefect gives it 20 s by
+    default. A stage run through the CLI waits up to 180 s, so a slow start is no failure."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "params.yaml").write_text((root / "params.yaml").read_text())
+    (tmp_path / "hooks").mkdir()
+    (tmp_path / "hooks" / "sitecustomize.py").write_text(SLOW_START)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PREFECT_API_URL", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")}
+    env.update(PYTHONPATH=os.pathsep.join([str(tmp_path / "hooks"), str(root)]),
+               PREFECT_HOME=str(tmp_path / "prefect"))
+    msaflow = Path(sys.executable).parent / "msaflow"
+    done = subprocess.run([str(msaflow), "report"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "reports" / "summary_demo.md").is_file()
+    assert "Timed out" not in done.stderr
+
+
+def test_the_cli_gives_prefect_its_offline_defaults() -> None:
+    import subprocess
+    import sys
+
+    code = ("from msaflow import environment; environment.apply(); "
+            "from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as s,"
+            " PREFECT_SERVER_ANALYTICS_ENABLED as a; print(s.value(), a.value())")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_SERVER")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ["180", "False"], out.stderr[-1000:]
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "30"  # a user's own value wins
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.split()[0] == "30"

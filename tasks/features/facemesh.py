@@ -23,7 +23,13 @@ the scale of x), so non-square frames are not distorted.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import os
+import re
+import sys
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -132,17 +138,50 @@ def _expression(q: np.ndarray, roll: float) -> np.ndarray:
     )
 
 
+# What MediaPipe's C++ side prints each time a graph starts, none of it the user's concern:
+# absl's notice before its logging is configured, the inference feedback manager and the
+# landmark projection notices (model details), TensorFlow Lite's delegate line.
+_MEDIAPIPE_NOISE = re.compile(
+    rb"All log messages before absl::InitializeLog|inference_feedback_manager|"
+    rb"landmark_projection_calculator|Created TensorFlow Lite XNNPACK delegate|"
+    rb"Attempting to use a delegate that only supports static-sized tensors"
+)
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Capture what native code writes to fd 2 meanwhile; write back all but MediaPipe's
+    start-up notices (another thread's line written meanwhile is kept, slightly late)."""
+    with _STDERR_LOCK, tempfile.TemporaryFile() as sink:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            kept = [line for line in sink.read().splitlines(keepends=True)
+                    if not _MEDIAPIPE_NOISE.search(line)]
+            if kept:
+                os.write(2, b"".join(kept))
+
+
 def _face_mesh():
     """One Face Mesh graph (tracking mode: landmarks of frame t seed frame t+1)."""
     import mediapipe as mp
 
-    return mp.solutions.face_mesh.FaceMesh(
-        static_image_mode=False,
-        max_num_faces=1,
-        refine_landmarks=False,
-        min_detection_confidence=0.5,
-        min_tracking_confidence=0.5,
-    )
+    with quiet_native_stderr():
+        return mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=False,
+            max_num_faces=1,
+            refine_landmarks=False,
+            min_detection_confidence=0.5,
+            min_tracking_confidence=0.5,
+        )
 
 
 def extract_vision(
@@ -159,7 +198,11 @@ def extract_vision(
     try:
         for t, rgb in frames:
             rgb = np.ascontiguousarray(rgb)
-            result = mesh.process(rgb)
+            if rows:
+                result = mesh.process(rgb)
+            else:  # the graph starts on its first frame, with its notices
+                with quiet_native_stderr():
+                    result = mesh.process(rgb)
             if result.multi_face_landmarks:
                 h, w = rgb.shape[:2]
                 lm = result.multi_face_landmarks[0].landmark

@@ -14,6 +14,7 @@ the default 640-sample hop). All other features are computed at the requested ho
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,12 @@ DIM_NAMES: tuple[str, ...] = (
     "zcr",
     *(f"chroma_{p}" for p in ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")),
 )
+# A clip shorter than an FFT window (and the CQT's lowest octaves, halved once per octave)
+# is zero-padded by librosa, which warns each time: the padding is what we want, the message
+# only noise in the stage's log. One filter for the process (catch_warnings is not
+# thread-safe, and clips are extracted on several threads).
+warnings.filterwarnings("ignore", message=r"n_fft=\d+ is too large for input signal",
+                        module="librosa")
 # RMS below this (≈ -80 dBFS) is digital silence: MFCCs of it are log-of-zero noise.
 SILENCE_RMS = 1e-4
 _CQT_FMIN = 32.70319566257483  # C1, librosa's default

@@ -162,3 +162,19 @@ def test_zero_frame_video_is_an_error(tmp_path: Path) -> None:
     # the mp4 muxer may drop a track with no samples: either way a MediaError naming the file
     with pytest.raises(MediaError, match="zero.mp4: no (video stream|decodable video frame)"):
         list(iter_frames(path, fps=6))
+
+
+def test_mediapipe_start_up_notices_stay_out_of_the_log(capfd) -> None:
+    """MediaPipe's C++ start-up lines (absl, feedback manager, XNNPACK) are not the user's
+    concern; anything else written meanwhile is kept."""
+    import os
+
+    from tasks.features import facemesh
+
+    frames = [(i / 6, np.zeros((64, 64, 3), np.uint8)) for i in range(3)]
+    facemesh.extract_vision(frames, 6)
+    with facemesh.quiet_native_stderr():
+        os.write(2, b"W0000 inference_feedback_manager.cc:114] noise\nreal problem\n")
+    err = capfd.readouterr().err
+    assert "inference_feedback_manager" not in err and "absl::InitializeLog" not in err
+    assert "XNNPACK" not in err and "real problem" in err

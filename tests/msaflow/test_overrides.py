@@ -125,3 +125,20 @@ async def _flow_run_parameters(since: datetime) -> list[tuple[str, dict]]:
             runs += page
         names = {fid: (await client.read_flow(fid)).name for fid in {r.flow_id for r in runs}}
     return [(names[r.flow_id], r.parameters) for r in runs]
+
+
+def test_exp_without_a_git_identity_says_how_to_set_it(tmp_path, monkeypatch, capsys) -> None:
+    import subprocess
+
+    from flows.repro import repro
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.gitconfig
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for key in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME",
+                "GIT_COMMITTER_EMAIL", "GIT_CONFIG_GLOBAL"):
+        monkeypatch.delenv(key, raising=False)
+    subprocess.run(["git", "init", "-q", str(tmp_path / "repo")], check=True)
+    monkeypatch.chdir(tmp_path / "repo")
+    assert repro(["-S", "train.lr=0.1"], ("exp", "run")) == 2
+    out = capsys.readouterr().out
+    assert "user.name / user.email" in out and 'git config user.name "Your Name"' in out

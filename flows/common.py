@@ -42,6 +42,20 @@ def publish_markdown(key: str, markdown: str, description: str = "") -> None:
     create_markdown_artifact(key=slug, markdown=markdown, description=description)
 
 
+def publish_image(key: str, png: str | Path, title: str, description: str = "") -> None:
+    """Attach a PNG figure to the current flow run, embedded in a markdown artifact as a data
+    URL (the UI shows it; no file server needed). No-op outside a run."""
+    import base64
+
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is None:
+        return
+    data = base64.b64encode(Path(png).read_bytes()).decode("ascii")
+    publish_markdown(key, f"### {title}\n\n![{title}](data:image/png;base64,{data})\n",
+                     description=description)
+
+
 def summary_markdown(title: str, summary: dict) -> str:
     """A two-column markdown table of a stage summary's scalar entries."""
     rows = [f"### {title}", "", "| key | value |", "| --- | --- |"]

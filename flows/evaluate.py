@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow, task
 
-from flows.common import load, publish_markdown
+from flows.common import load, publish_image, publish_markdown
 from tasks import evaluate
 
 
@@ -32,9 +32,14 @@ def evaluate_flow(
 
 @flow(name="report", log_prints=True)
 def report_flow(params_path: str = "params.yaml", overrides: dict | None = None) -> str:
-    """Write reports/summary_<dataset>.md and publish it as a Prefect artifact."""
+    """Write reports/summary_<dataset>.md (and the robustness figure); publish both."""
     table = summarize_task(params_path, overrides)
     publish_markdown("metrics-summary", table, description="Test metrics per model")
+    params, paths = load(params_path, overrides)
+    if paths.robustness_figure.is_file():
+        publish_image("robustness-curves", paths.robustness_figure,
+                      f"{params.dataset.name}: robustness curves",
+                      description="Every model under missing and noisy modalities")
     print(table)
     return table
 

@@ -25,6 +25,7 @@ from flows.evaluate import evaluate_flow, report_flow
 from flows.extract import run as extract_run
 from flows.ingest import ingest_flow
 from flows.repro import record_in_dvc
+from flows.robustness import robustness_flow
 from flows.train import train_flow
 from msaflow.overrides import describe
 
@@ -35,7 +36,7 @@ def pipeline(
     record: bool = True,
     overrides: dict[str, Any] | None = None,
 ) -> str:
-    """demo → ingest → extract → cache → train × models → evaluate × models → report."""
+    """demo → ingest → extract → cache → train, evaluate, robustness × models → report."""
     params, paths = load(params_path, overrides)
     over = overrides or None
     if over:
@@ -48,6 +49,7 @@ def pipeline(
     for model in params.train.models:
         train_flow(model, params_path, over)
         evaluate_flow(model, params_path, over)
+        robustness_flow(model, params_path, over)
     table = report_flow(params_path, over)
     if record and over:
         print("not recorded in dvc.lock: this run's params differ from params.yaml "

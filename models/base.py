@@ -60,6 +60,9 @@ class MSAModel(nn.Module):
     """Base class: the task loss, decay groups and the epoch hook the trainer calls."""
 
     name: ClassVar[str] = "base"
+    # Whether forward reads ``text_ids`` (a fine-tuned encoder's subword ids); the robustness
+    # stage needs the tokenizer's [UNK] id only for such a model.
+    reads_tokens: ClassVar[bool] = False
 
     def __init__(self, spec: DataSpec) -> None:
         super().__init__()

@@ -468,6 +468,7 @@ class DashFusion(MSAModel):
     # Every preset, trainer and architecture keys together, for ``models.dashfusion.preset``
     # (tasks/train.py splits them with registry.split_params).
     presets: ClassVar[dict[str, dict[str, Any]]] = _PRESETS
+    reads_tokens: ClassVar[bool] = True
 
     def __init__(self, spec: DataSpec, config: DashFusionConfig | None = None) -> None:
         super().__init__(spec)

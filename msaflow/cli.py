@@ -1,7 +1,7 @@
 """`msaflow`: the one command line of the pipeline (each subcommand runs a Prefect flow).
 
 msaflow demo | ingest | extract | cache       data stages
-msaflow train MODEL | evaluate MODEL | report model stages
+msaflow train | evaluate | robustness MODEL   model stages (then: report)
 msaflow predict VIDEO... --model MODEL        a trained model's sentiment of new videos
 msaflow run                                   the whole DAG as one Prefect flow run
 msaflow repro [DVC ARGS...]                   `dvc repro` with one shared Prefect server
@@ -74,6 +74,10 @@ def _run_stage(args: argparse.Namespace, over: dict[str, Any] | None) -> Any:
         from flows.evaluate import evaluate_flow
 
         return evaluate_flow(args.model, args.params, over)
+    if name == "robustness":
+        from flows.robustness import robustness_flow
+
+        return robustness_flow(args.model, args.params, over)
     if name == "report":
         from flows.evaluate import report_flow
 
@@ -127,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in [
         ("train", "train one model, every seed of train.seeds"),
         ("evaluate", "score one model's checkpoints on valid and test"),
+        ("robustness", "score one model's checkpoints with modalities absent, missing and "
+                       "noisy (params robustness.*)"),
     ]:
         p = sub.add_parser(name, help=text, description=text, parents=[sets])
         p.add_argument("model", metavar="MODEL", help=models)
@@ -202,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{', '.join(params.train.models)})"
             )
             return 0
-        if args.command in ("train", "evaluate") and args.model not in params.models:
+        if args.command in ("train", "evaluate", "robustness") and args.model not in params.models:
             raise ParamsError(f"{args.params}: models.{args.model}: no such model section")
         if args.command == "retrain":
             if over:

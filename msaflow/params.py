@@ -111,6 +111,9 @@ def registry_problems(params: Params) -> list[str]:
             problems.append(f"extract.{modality}.feature_set: unknown {modality} feature set "
                             f"{chosen!r}; expected one of {known}")
     problems += check_models(params)
+    if params.robustness.reference not in params.models:
+        problems.append(f"robustness.reference: {params.robustness.reference!r} has no section "
+                        f"under models; expected one of {sorted(params.models)}")
     return problems
 
 

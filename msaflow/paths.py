@@ -64,6 +64,15 @@ class Paths:
     def checkpoints(self, model: str) -> Path:
         return self.base / "data" / "checkpoints" / self.dataset / model
 
+    def robustness(self, model: str) -> Path:
+        """The robustness stage's per-model report (CSV curves beside it)."""
+        return self.report(model) / "robustness.json"
+
+    @property
+    def robustness_figure(self) -> Path:
+        """Every model's robustness curves (the report stage draws it)."""
+        return self.base / "reports" / f"robustness_{self.dataset}.png"
+
     @property
     def reports(self) -> Path:
         return self.base / "reports" / self.dataset

@@ -266,6 +266,47 @@ class EvaluateParams(_Section):
     plot: bool
 
 
+class RobustnessParams(_Section):
+    """The robustness stage: which splits, missing rates, noise levels, draws and seed."""
+
+    splits: tuple[Literal["train", "valid", "test"], ...]
+    rates: tuple[float, ...]  # missing rates: each token / row dropped with this probability
+    levels: tuple[float, ...]  # noise std, in units of each feature's train std
+    draws: int = Field(ge=1)  # random draws averaged per rate / level
+    seed: int
+    reference: str = "late_fusion"  # effective robustness is measured against this model
+
+    @field_validator("rates")
+    @classmethod
+    def _rates(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not v or any(not 0 <= r < 1 for r in v) or list(v) != sorted(set(v)):
+            raise ValueError(f"expected increasing distinct rates in [0, 1), got {list(v)}")
+        return v
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not v or any(x < 0 for x in v) or list(v) != sorted(set(v)):
+            raise ValueError(f"expected increasing distinct levels >= 0, got {list(v)}")
+        return v
+
+    @field_validator("splits")
+    @classmethod
+    def _splits(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"expected a non-empty list of distinct splits, got {list(v)}")
+        return v
+
+
+class PredictParams(_Section):
+    """`msaflow predict` (not a stage): what it does with a video missing a modality."""
+
+    # a video with no audio stream, no face in any frame, or no transcript (none given and
+    # none recognised) is scored with that modality absent, as the robustness stage's
+    # "absent" conditions feed it, and its JSON names it; false: such a video is an error
+    allow_absent: bool = True
+
+
 class Params(_Section):
     seed: int
     dataset: DatasetParams
@@ -276,6 +317,8 @@ class Params(_Section):
     train: TrainParams
     models: dict[str, dict[str, Any]]
     evaluate: EvaluateParams
+    robustness: RobustnessParams
+    predict: PredictParams = PredictParams()
 
     @model_validator(mode="after")
     def _models_configured(self) -> Params:

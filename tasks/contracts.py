@@ -270,6 +270,11 @@ class MediaError(ValueError):
     """A media file that cannot be used: unreadable, truncated, or missing a stream."""
 
 
+class StreamMissing(MediaError):
+    """The media has no stream of that kind (no audio track, no video track): the modality
+    is absent from the clip rather than broken (``predict`` scores it absent)."""
+
+
 class ExtractError(ValueError):
     """Input that decodes but cannot give features (silent audio, empty transcript, ...)."""
 
@@ -302,6 +307,7 @@ __all__ = [
     "ManifestError",
     "ReportRows",
     "MediaError",
+    "StreamMissing",
     "SourceError",
     "cell_text",
     "clip_id",

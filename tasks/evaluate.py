@@ -2,7 +2,8 @@
 
 Writes ``reports/<ds>/<model>/metrics.json`` (mean over seeds with ``<metric>_std``),
 ``predictions.csv`` and ``pred_vs_true.png`` (a confusion matrix for classification);
-``summarize`` tabulates every evaluated model into ``reports/summary_<ds>.md``.
+``summarize`` tabulates every evaluated model (and the robustness stage's scores) into
+``reports/summary_<ds>.md``.
 """
 
 from __future__ import annotations
@@ -207,7 +208,11 @@ def _cell(split_metrics: dict[str, Any], key: str) -> str:
 
 
 def summarize(params: Params, paths: Paths) -> str:
-    """Markdown table (mean ± std over seeds) of every evaluated model; written and returned."""
+    """Markdown table (mean ± std over seeds) of every evaluated model, then the robustness
+    table of every model the robustness stage scored; written and returned. Draws
+    ``reports/robustness_<ds>.png`` (every model's curves) when there is one."""
+    from tasks import robustness
+
     found: dict[str, dict[str, Any]] = {}
     absent = []
     for name in params.train.models:
@@ -235,6 +240,10 @@ def summarize(params: Params, paths: Paths) -> str:
     if absent:
         lines += ["", f"Not evaluated: {', '.join(absent)}."]
     table = "\n".join(lines) + "\n"
+    robust, _ = robustness.summary_table(params, paths)
+    if robust:
+        table += "\n" + robust
+        robustness.plot_curves(params, paths, paths.robustness_figure)
     write_text_atomic(paths.summary, table)
     print(table)
     return table

@@ -31,6 +31,7 @@ from tasks.contracts import (
     ExtractError,
     ExtractionFailed,
     MediaError,
+    StreamMissing,
     read_manifest,
     write_report,
 )
@@ -130,7 +131,9 @@ def extract_clip(row: dict, cfg: ExtractParams, cache_dir: Path) -> dict:
     """Features of one clip in every modality, from the cache or computed and cached.
 
     Returns ``clip_id``, ``seconds``, ``status`` per modality (cached/computed/failed),
-    ``errors`` (modality, severity, error) and ``keys`` (the cache key per modality).
+    ``errors`` (modality, severity, error), ``keys`` (the cache key per modality) and
+    ``missing``: the failed modalities whose stream the media does not have at all
+    (:class:`StreamMissing`: no audio track, no video track).
     """
     clip = ClipInput(row)
     result: dict[str, Any] = {
@@ -139,6 +142,7 @@ def extract_clip(row: dict, cfg: ExtractParams, cache_dir: Path) -> dict:
         "status": {},
         "errors": [],
         "keys": {},
+        "missing": [],
     }
     for modality in MODALITIES:
         try:
@@ -159,6 +163,8 @@ def extract_clip(row: dict, cfg: ExtractParams, cache_dir: Path) -> dict:
                     f"clip {clip.clip_id} ({clip.media}): {modality}: {reason}"
                 ) from err
             result["status"][modality] = "failed"
+            if isinstance(err, StreamMissing):
+                result["missing"].append(modality)
             result["errors"].append({"modality": modality, "severity": "error", "error": reason})
             continue
         result["status"][modality] = status

@@ -32,6 +32,8 @@ from msaflow.paths import Paths
 from msaflow.schema import CacheParams, DatasetParams, ExtractParams, Params
 from tasks import extract, features, sources
 from tasks.cache import Clip, load_clip, prepare, seq_lengths
+from tasks.features import MODALITIES
+from tasks.features.facemesh import NO_FACE_WARNING
 from tasks.features.text import load_tokenizer
 from tasks.formats.dataset import H5Dataset
 from tasks.formats.hdf5 import NORM_STREAMS, SplitWriter
@@ -334,12 +336,61 @@ def _no_text(cfg: ExtractParams, words_dim: int) -> dict[str, _Entries]:
     }
 
 
+@dataclasses.dataclass
+class Featurized:
+    """One video's model input as the cache stage reads it from the .csd, and what it says."""
+
+    clip: Clip
+    notes: list[str]
+    transcript: str | None  # what the text modality used (None: no transcript)
+    source: str | None  # where it came from: given, asr:<engine>
+    absent: list[str]  # modalities scored absent (robustness stage's "absent" conditions)
+
+
+def _placeholder(dim: int) -> _Entries:
+    """An absent audio / vision stream before `prepare`: one zero row covering any word, so
+    the aligned variant keeps the words; :func:`drop_absent` then empties the stream."""
+    return _Entries(np.zeros((1, dim), np.float32), np.array([[0.0, 1e9]]))
+
+
+def _absent_modalities(
+    result: dict[str, Any], has_text: bool, allow: bool, video: Path
+) -> tuple[list[str], list[str]]:
+    """Which modalities the video lacks (no stream, no face, no transcript) and the notes
+    saying why; VideoError if it lacks them and ``allow`` is false, or lacks them all."""
+    absent: dict[str, str] = {}
+    for modality in ("audio", "vision"):
+        if modality in result["missing"]:
+            absent[modality] = next(e["error"] for e in result["errors"]
+                                    if e["modality"] == modality and e["severity"] == "error")
+    if "vision" not in absent and any(
+        e["modality"] == "vision" and e["error"] == NO_FACE_WARNING for e in result["errors"]
+    ):
+        absent["vision"] = NO_FACE_WARNING
+    if not has_text:
+        absent["text"] = "no transcript"
+    if absent and not allow:
+        raise VideoError(
+            f"{video}: " + "; ".join(f"{m}: {why}" for m, why in absent.items())
+            + " (predict.allow_absent is false; set it true to score the video with "
+            f"{' and '.join(absent)} absent)"
+        )
+    if len(absent) == len(MODALITIES):
+        raise VideoError(f"{video}: no modality to score (" + "; ".join(
+            f"{m}: {why}" for m, why in absent.items()) + ")")
+    notes = [f"{m} absent: {why}; scored without it" for m, why in absent.items()
+             if m != "text"]
+    return [m for m in MODALITIES if m in absent], notes
+
+
 def featurize(
-    video: Path, text: str | None, cfg: ExtractParams, cache_dir: Path, spec: DataSpec
-) -> tuple[Clip, list[str], str | None, str | None]:
-    """One video's features as the cache stage reads them from the .csd, its notes, and
-    the transcript the text modality used with where it came from (``asr:<engine>`` when
-    ``extract.text.asr`` recognised it; None, None when there was none)."""
+    video: Path, text: str | None, cfg: ExtractParams, cache_dir: Path, spec: DataSpec,
+    allow_absent: bool = True,
+) -> Featurized:
+    """One video's features as the cache stage reads them from the .csd, its notes, the
+    transcript the text modality used with where it came from (``asr:<engine>`` when
+    ``extract.text.asr`` recognised it), and the modalities it lacks (``allow_absent``: scored
+    absent; else a VideoError)."""
     if not video.is_file():
         raise VideoError(f"{video}: video file not found")
     row = {"clip_id": video.stem, "media": str(video), "start": None, "end": None,
@@ -350,11 +401,18 @@ def featurize(
         f"{e['modality']}: {e['error']}"
         for e in result["errors"]
         if e["severity"] == "error" and (text or e["modality"] != "text")
+        and e["modality"] not in result["missing"]
     ]
     if failed:
         raise VideoError("; ".join(failed))
-    notes = [f"{e['modality']}: {e['error']}" for e in result["errors"]
-             if e["severity"] == "warning"]
+    said, source = text, "given" if text else None
+    if not text and result["status"].get("text") in ("cached", "computed"):  # recognised
+        path = extract.cache_path(cache_dir, "text", result["keys"]["text"])
+        with np.load(path, allow_pickle=False) as npz:
+            said, source = str(npz["transcript"]), str(npz["transcript_source"])
+    absent, notes = _absent_modalities(result, bool(said), allow_absent, video)
+    notes += [f"{e['modality']}: {e['error']}" for e in result["errors"]
+              if e["severity"] == "warning" and e["error"] != NO_FACE_WARNING]
     made = extract.outputs(cfg)  # .csd stem → (modality, output)
     wanted = {name: (made[name][0], made[name][1]) for name in ("words", "word_embeddings",
                                                                  "tokens")}
@@ -363,16 +421,14 @@ def featurize(
         wanted[modality] = (modality, chosen)
     readers: dict[str, Any] = {}
     files: dict[str, Path] = {}
-    said, source = text, "given" if text else None
-    if not text:
-        if result["status"].get("text") in ("cached", "computed"):  # recognised
-            path = extract.cache_path(cache_dir, "text", result["keys"]["text"])
-            with np.load(path, allow_pickle=False) as npz:
-                said, source = str(npz["transcript"]), str(npz["transcript_source"])
-        else:
-            readers.update(_no_text(cfg, spec.dims["words"]))
-            files.update({k: Path("<empty transcript>") for k in readers})
-            notes.insert(0, NO_TRANSCRIPT if cfg.text.asr == "none" else NO_SPEECH)
+    if not said:
+        readers.update(_no_text(cfg, spec.dims["words"]))
+        files.update({k: Path("<empty transcript>") for k in readers})
+        notes.insert(0, NO_TRANSCRIPT if cfg.text.asr == "none" else NO_SPEECH)
+    for modality in ("audio", "vision"):
+        if modality in absent:
+            readers[modality] = _placeholder(spec.dims[modality])
+            files[modality] = Path(f"<{modality} absent>")
     for name, (modality, output) in wanted.items():
         if name in readers:
             continue
@@ -388,7 +444,18 @@ def featurize(
            "vision": clip.vision[1].shape[1]}
     if got != {k: spec.dims[k] for k in got}:
         raise VideoError(f"{video}: feature sizes {got} differ from the model's {spec.dims}")
-    return clip, notes, said, source if said else None
+    return Featurized(clip, notes, said, source if said else None, absent)
+
+
+def drop_absent(rows: dict[str, np.ndarray], absent: Sequence[str]) -> dict[str, np.ndarray]:
+    """``prepare``'s rows with each absent audio / vision stream emptied: zero rows, so the
+    writer pads it with zeros and the loader masks every position (the robustness stage's
+    absent condition). An absent text already has no word and only [CLS] [SEP]."""
+    out = dict(rows)
+    for m in ("audio", "vision"):
+        if m in absent:
+            out[m] = rows[m][:0]
+    return out
 
 
 def asr_for(params: Params, asr: str | None) -> ExtractParams:
@@ -467,6 +534,8 @@ def format_table(entries: list[dict[str, Any]]) -> str:
                 what += f"  (seeds {seeds})"
         else:
             what = f"{e['class']} {e['probabilities'][e['class']]:.2f}"
+        if e.get("absent"):
+            what += f"  [absent: {', '.join(e['absent'])}]"
         lines.append(f"{name:<{width}}  {has_text:<10}  {what}")
     return "\n".join(lines)
 
@@ -546,18 +615,21 @@ def predict_videos(
                 )
                 try:
                     with _one_torch_thread():
-                        clip, notes, heard, source = featurize(Path(video), said, extract_cfg,
-                                                               features_dir, ens.spec)
-                    if said is None and heard is not None:
-                        entry["transcript"], entry["transcript_source"] = heard, source
-                        said = heard
-                    rows = prepare(clip, ens.variant, used)
+                        got = featurize(Path(video), said, extract_cfg, features_dir,
+                                        ens.spec, params.predict.allow_absent)
+                    if said is None and got.transcript is not None:
+                        entry["transcript"] = said = got.transcript
+                        entry["transcript_source"] = got.source
+                    rows = drop_absent(prepare(got.clip, ens.variant, used), got.absent)
                 except ValueError as err:  # VideoError, or a clip the aligner cannot use
                     entry["error"] = str(err)
                     entries.append(entry)
                     continue
+                notes, absent = got.notes, got.absent
                 if said is None and ens.variant == "aligned":
                     notes.append(ALIGNED_NO_WORDS)
+                    absent = list(MODALITIES)  # no word: no aligned audio or vision row
+                entry["absent"] = absent
                 entry["notes"] = notes
                 writer.append(Path(video).stem, said or "", math.nan, -1, rows)
                 scored.append(len(entries))

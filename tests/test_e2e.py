@@ -27,6 +27,9 @@ TINY = {
     "train.seeds": [0],
     "train.max_epochs": 2,
     "train.patience": 2,
+    "robustness.rates": [0.0, 0.5],
+    "robustness.levels": [0.0, 0.5],
+    "robustness.draws": 1,
 }
 
 
@@ -95,7 +98,24 @@ def test_dvc_repro_end_to_end(tmp_path: Path) -> None:
         assert "MAE" in metrics["test"] and "Corr" in metrics["test"]
         assert (repo / f"reports/demo/{model}/pred_vs_true.png").stat().st_size > 0
         assert (repo / f"data/checkpoints/demo/{model}/seed0.ckpt").is_file()
-    assert "late_fusion" in (repo / "reports/summary_demo.md").read_text()
+    summary = (repo / "reports/summary_demo.md").read_text()
+    assert "late_fusion" in summary and "demo: robustness (Has0_acc_2" in summary
+    assert (repo / "reports/robustness_demo.png").stat().st_size > 0
+    # The robustness curves are DVC plots: `dvc plots show` reads them, test split as y.
+    shown = json.loads(
+        _run([str(BIN / "dvc"), "plots", "show", "--json"], repo, env).stdout)["data"]
+    for model in TINY["train.models"]:
+        doc = json.loads((repo / f"reports/demo/{model}/robustness.json").read_text())
+        metrics = json.loads((repo / f"reports/demo/{model}/metrics.json").read_text())
+        assert doc["conditions"]["missing:0"]["test"] == metrics["test"]
+        for kind, axis in (("missing", "rate"), ("noise", "level")):
+            key = f"reports/demo/{model}/robustness_{kind}.csv"
+            (plot,) = shown[key]
+            values = plot["content"]["data"]["values"]
+            assert [float(v[axis]) for v in values] == [0.0, 0.5]
+            assert [float(v["test"]) for v in values] == pytest.approx(
+                [doc["conditions"][f"{kind}:{x:g}"]["test"]["Has0_acc_2"] for x in (0, 0.5)],
+                abs=1e-5)
     for variant in ("aligned", "unaligned"):
         assert (repo / f"data/processed/demo/{variant}.h5").is_file()
     csds = {p.name for p in (repo / "data/interim/demo/csd").iterdir()}

@@ -43,7 +43,12 @@ def test_dvc_outputs_match_paths() -> None:
         str(paths.report(model) / name)
         for name in ("metrics.json", "predictions.csv", "pred_vs_true.png")
     }
-    assert _outs(stages["report"]) == {str(paths.summary)}
+    robust = {o.replace("${item}", model) for o in _outs(stages["robustness"]["do"])}
+    assert robust == {str(paths.robustness(model))} | {
+        str(paths.robustness(model).with_name(f"robustness_{kind}.csv"))
+        for kind in ("missing", "noise")
+    }
+    assert _outs(stages["report"]) == {str(paths.summary), str(paths.robustness_figure)}
 
 
 def test_every_stage_has_a_cli_command() -> None:

@@ -17,10 +17,12 @@ import yaml
 import tasks.predict as predict_mod
 from msaflow.params import load_params
 from msaflow.paths import Paths
+from msaflow.schema import PredictParams
 from tasks import extract
 from tasks.cache import build_cache
-from tasks.formats.dataset import H5Dataset
+from tasks.formats.dataset import H5Dataset, collate
 from tasks.predict import PredictError, polarity, predict_videos
+from tasks.robustness import Condition, corrupt
 from tasks.train import train_model
 from tasks.training.checkpoint import forward as evaluate_predict
 from tasks.training.checkpoint import load as load_checkpoint
@@ -109,18 +111,34 @@ def test_cached_clip_gets_evaluate_input_and_score(
     h5 = paths.h5(MODELS[model])
     where = _cache_rows(h5)
     ckpts = [paths.checkpoints(model) / f"seed{s}.ckpt" for s in (0, 1)]
+    # Clips c1, c3, c5 show no face: predict scores them with vision absent, exactly as the
+    # robustness stage's absent:vision condition feeds the cache's rows to the model.
+    no_vision = Condition("absent", ("vision",))
+
+    def without_vision(batch: dict) -> dict:
+        return corrupt(batch, no_vision, torch.Generator(), 100, {})
+
     reference: dict[str, list[float]] = {cid: [] for cid in where}
     for path in ckpts:
         net, _ = load_checkpoint(path)
         for split in ("train", "valid", "test"):
             ids, _, out = evaluate_predict(net, H5Dataset(h5, split))
-            for cid, value in zip(ids, out):
-                reference[cid].append(float(value))
+            _, _, absent = evaluate_predict(net, H5Dataset(h5, split), transform=without_vision)
+            for cid, value, other in zip(ids, out, absent, strict=True):
+                faceless = int(cid[1]) % 2 == 1
+                reference[cid].append(float(other if faceless else value))
 
     for k, (cid, entry) in enumerate(zip(manifest["clip_id"], doc["predictions"], strict=True)):
         # The input tensors are the cache's own, bit for bit (normalised with train stats).
         split, row = where[cid]
         cached = H5Dataset(h5, split)[row]
+        if k % 2 == 1:
+            cached = {key: v[0] if isinstance(v, torch.Tensor) else v for key, v in
+                      without_vision(collate([cached])).items()}
+            assert entry["absent"] == ["vision"]
+            assert any("vision absent: no face detected" in n for n in entry["notes"])
+        else:
+            assert entry["absent"] == []
         for key, value in seen[k].items():
             if key in ("id", "index", "label", "label_class"):
                 continue
@@ -134,7 +152,7 @@ def test_json_fields_and_per_video_errors(
     setting, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     params, paths, manifest, _ = setting
-    mute = make_mp4(tmp_path / "mute.mp4", audio=None)
+    mute = make_mp4(tmp_path / "mute.mp4", audio=None)  # nor face, nor (asr none) transcript
     videos = [manifest["media"][0], str(mute), str(tmp_path / "absent.mp4")]
     out = tmp_path / "out" / "predictions.json"
     doc = predict_videos(params, paths, "late_fusion", [videos[0]], text="I love this movie")
@@ -158,10 +176,62 @@ def test_json_fields_and_per_video_errors(
     assert good["polarity"] == polarity(good["score"], [-3, 3])
     assert good["label_range"] == [-3.0, 3.0]
     assert good["transcript"] is None and predict_mod.NO_TRANSCRIPT in good["notes"]
-    assert "no audio stream" in no_audio["error"] and "score" not in no_audio
+    assert "no modality to score" in no_audio["error"] and "score" not in no_audio
+    assert "no audio stream" in no_audio["error"] and "no face" in no_audio["error"]
+    assert good["absent"] == ["text"]
     assert "video file not found" in absent["error"]
     table = capsys.readouterr().out
     assert "mute.mp4" in table and "error:" in table and "1 of 3 video(s) scored" in table
+
+
+def test_video_without_audio_is_scored_with_audio_absent(
+    setting, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A video without an audio stream gets the robustness stage's absent:audio input: the
+    same clip's cached rows with audio removed, and the same score."""
+    params, paths, manifest, _ = setting
+    # c0 again, without its audio track (same frames, so the same face features)
+    mute = make_mp4(tmp_path / "c0.mp4", seconds=0.8, fps=8, face=True, audio=None)
+    seen: list[dict] = []
+    real = predict_mod.forward
+
+    def spy(net, dataset, device="cpu"):
+        seen.extend(dataset[i] for i in range(len(dataset)))
+        return real(net, dataset, device)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(predict_mod, "forward", spy)
+        doc = predict_videos(params, paths, "late_fusion", [mute], text=TEXTS[0],
+                             out=tmp_path / "p.json")
+    (entry,) = doc["predictions"]
+    assert entry["absent"] == ["audio"] and np.isfinite(entry["score"])
+    assert any(n.startswith("audio absent:") and "no audio stream" in n for n in entry["notes"])
+    assert "[absent: audio]" in capsys.readouterr().out
+
+    h5 = paths.h5("unaligned")
+    split, row = _cache_rows(h5)[manifest["clip_id"][0]]
+    no_audio = Condition("absent", ("audio",))
+
+    def without_audio(batch: dict) -> dict:
+        return corrupt(batch, no_audio, torch.Generator(), 100, {})
+
+    expected = without_audio(collate([H5Dataset(h5, split)[row]]))
+    for key in ("text_ids", "text_mask", "words", "words_mask", "audio", "audio_mask",
+                "vision", "vision_mask"):
+        assert torch.equal(seen[0][key], expected[key][0]), key
+    scores = []
+    for seed in (0, 1):
+        net, _ = load_checkpoint(paths.checkpoints("late_fusion") / f"seed{seed}.ckpt")
+        ids, _, out = evaluate_predict(net, H5Dataset(h5, split), transform=without_audio)
+        scores.append(float(out[ids.index(manifest["clip_id"][0])]))
+    np.testing.assert_allclose(entry["seed_scores"], scores, rtol=1e-5, atol=1e-6)
+
+    strict = params.model_copy(update={"predict": PredictParams(allow_absent=False)})
+    doc = predict_videos(strict, paths, "late_fusion", [mute], text=TEXTS[0],
+                         out=tmp_path / "p.json")
+    (entry,) = doc["predictions"]
+    assert "score" not in entry and "no audio stream" in entry["error"]
+    assert "predict.allow_absent is false" in entry["error"]
 
 
 def test_aligned_without_transcript_says_what_the_model_saw(setting, tmp_path: Path) -> None:
@@ -173,6 +243,7 @@ def test_aligned_without_transcript_says_what_the_model_saw(setting, tmp_path: P
     assert entry["seeds"] == [1] and np.isfinite(entry["score"])
     assert entry["notes"][:1] == [predict_mod.NO_TRANSCRIPT]
     assert predict_mod.ALIGNED_NO_WORDS in entry["notes"]
+    assert entry["absent"] == ["text", "audio", "vision"]
 
 
 def test_without_a_transcript_speech_recognition_gives_the_text(setting, tmp_path: Path) -> None:

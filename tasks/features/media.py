@@ -15,7 +15,7 @@ from typing import Any
 import av
 import numpy as np
 
-from tasks.contracts import MediaError, seconds
+from tasks.contracts import MediaError, StreamMissing, seconds
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ def decode_audio(
     check_window(path, start, end)
     with open_media(path) as container:
         if not container.streams.audio:
-            raise MediaError(f"{path}: no audio stream")
+            raise StreamMissing(f"{path}: no audio stream")
         stream = container.streams.audio[0]
         seek(container, stream, start or 0.0)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
@@ -158,7 +158,7 @@ def iter_frames(
     t_start = start or 0.0
     with open_media(path) as container:
         if not container.streams.video:
-            raise MediaError(f"{path}: no video stream")
+            raise StreamMissing(f"{path}: no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame threading: decode is the cost for big frames
         rate = float(stream.average_rate or stream.guessed_rate or 25)

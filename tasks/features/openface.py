@@ -30,7 +30,7 @@ from typing import Any
 import av
 import numpy as np
 
-from tasks.contracts import ExtractError, ExtractionFailed, MediaError
+from tasks.contracts import ExtractError, ExtractionFailed, MediaError, StreamMissing
 from tasks.features import register
 from tasks.features.facemesh import NO_FACE_WARNING
 from tasks.features.media import (
@@ -235,7 +235,7 @@ def cut_video(
     written = 0
     with open_media(path) as src, ExitStack() as stack:
         if not src.streams.video:
-            raise MediaError(f"{path}: no video stream")
+            raise StreamMissing(f"{path}: no video stream")
         stream = src.streams.video[0]
         stream.thread_type = "AUTO"
         rate = Fraction(stream.average_rate or stream.guessed_rate or 25).limit_denominator(1001)

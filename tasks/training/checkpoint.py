@@ -11,6 +11,7 @@ through :func:`load` and :func:`forward`, so they see a model exactly as trained
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,15 +71,22 @@ def class_names(ckpt: dict[str, Any]) -> list[str]:
 
 @torch.no_grad()
 def forward(
-    model: MSAModel, dataset: H5Dataset, device: str = "cpu"
+    model: MSAModel, dataset: H5Dataset, device: str = "cpu",
+    transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Eval-mode predictions of a split: (clip ids, targets, (N,) preds or (N, C) logits)."""
+    """Eval-mode predictions of a split: (clip ids, targets, (N,) preds or (N, C) logits).
+
+    ``transform`` changes each batch before the model sees it (the robustness stage's
+    missing and noisy modalities); batches come in the split's order, 64 at a time.
+    """
     model.eval().to(device)
     ids: list[str] = []
     targets, preds = [], []
     classification = model.spec.task == "classification"
     loader = DataLoader(dataset, batch_size=EVAL_BATCH, shuffle=False, collate_fn=collate)
     for batch in loader:
+        if transform is not None:
+            batch = transform(batch)
         ids.extend(batch["id"])
         tensors = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
         out = model(tensors)["pred"].float().cpu()

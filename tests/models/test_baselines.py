@@ -49,7 +49,8 @@ def _model(name: str, task: str, **arch):
 @pytest.mark.parametrize("name", NAMES)
 def test_shapes_finite_and_gradients(name: str, task: str) -> None:
     model = _model(name, task)
-    batch = _batch()
+    batch = _batch()  # no text_ids: a baseline reads the words' rows, never token ids
+    assert not model.reads_tokens
     out = model(batch)
     expected = (5,) if task == "regression" else (5, 3)
     assert out["pred"].shape == expected

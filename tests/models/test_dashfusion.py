@@ -118,6 +118,18 @@ def test_padding_does_not_change_eval_output(reg_model: DashFusion) -> None:
     torch.testing.assert_close(a["embeddings"], b["embeddings"], atol=1e-5, rtol=1e-5)
 
 
+def test_reads_tokens_as_it_declares(reg_model: DashFusion) -> None:
+    """The robustness stage masks token ids with [UNK] for a model that declares it reads
+    them; DashFusion's output does change with them."""
+    reg_model.eval()
+    batch = collate(make_samples(4, seed=3))
+    other = dict(batch, text_ids=batch["text_ids"].clone())
+    other["text_ids"][:, 1:][batch["text_mask"][:, 1:]] = 100  # every real token but [CLS]
+    with torch.no_grad():
+        a, b = reg_model(batch)["pred"], reg_model(other)["pred"]
+    assert DashFusion.reads_tokens and not torch.allclose(a, b)
+
+
 def test_eval_output_does_not_depend_on_batch(reg_model: DashFusion) -> None:
     reg_model.eval()
     samples = make_samples(6, seed=2)

@@ -63,6 +63,7 @@ def _select(batch: dict, rows: list[int]) -> dict:
 def test_regression_shapes_and_finite(variant: str) -> None:
     spec = _spec(variant)
     model = _model(spec)
+    assert not model.reads_tokens  # its batch has no text_ids: the words' rows are its text
     out = model(_batch(spec))
     for key in ("pred", "T", "A", "V"):
         assert out[key].shape == (4,), key

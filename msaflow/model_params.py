@@ -150,6 +150,12 @@ def resolve_model(
         # A preset names the metric its authors selected on for that dataset's own task;
         # another task (a MOSI pickle read as classes) selects on its default.
         settings = settings.model_copy(update={"select": "auto"})
+    if settings.variant not in variants and ("variant" in origin or _source_limits(params)):
+        # A preset's variant that is not cached (cache.variants cut down), or any variant a
+        # source that holds fewer does not have: the model runs on what is there
+        # (variant_note says so).
+        fallback = "unaligned" if "unaligned" in variants else variants[0]
+        settings = settings.model_copy(update={"variant": fallback})
     if check_variant and settings.variant not in variants:
         raise ParamsError(
             f"{where}.variant: {settings.variant!r} is not cached "
@@ -181,3 +187,25 @@ def check_models(params: Params) -> list[str]:
         except ParamsError as err:
             problems.append(str(err))
     return problems
+
+
+def _source_limits(params: Params) -> bool:
+    """Whether the dataset's source holds only some variants (an MMSA pickle)."""
+    from tasks import sources
+
+    hook = sources.get(params.dataset.source).variants
+    return hook is not None and hook(params) is not None
+
+
+def variant_note(params: Params, model_name: str) -> str | None:
+    """Why a model runs on another data variant than its section or preset asks, or None."""
+    section, preset = model_section(params, model_name)
+    wanted = section.get("variant")
+    if wanted is None or wanted in params.cache.variants:
+        return None
+    where = (f"its preset {preset!r}" if "variant" not in params.model_params(model_name)
+             else f"models.{model_name}.variant")
+    return (f"models.{model_name}: {where} asks for the {wanted!r} variant, which is not "
+            f"cached (cache.variants = {list(params.cache.variants)}, what "
+            f"{params.dataset.source} {params.dataset.root} holds); it runs on "
+            f"{resolve_model(params, model_name)[0].variant!r}")

@@ -131,6 +131,29 @@ def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
     problems = registry_problems(params)
     if problems:
         raise ParamsError("\n".join([f"{source}: invalid params", *(f"  {p}" for p in problems)]))
+    return follow_source_variants(params, source)
+
+
+def follow_source_variants(params: Params, source: str = "params") -> Params:
+    """Keep ``cache.variants`` to the variants the dataset's source holds (an MMSA pickle
+    holds one; MMSA's release folder both). A model whose variant is not held runs on the one
+    that is, with a note (msaflow/model_params.py)."""
+    from tasks import sources
+
+    hook = sources.get(params.dataset.source).variants
+    held = hook(params) if hook is not None else None
+    if held is None:
+        return params
+    kept = tuple(v for v in params.cache.variants if v in held)
+    if not kept:
+        raise ParamsError(
+            f"{source}: cache.variants = {list(params.cache.variants)}, but dataset.root "
+            f"{params.dataset.root} holds the {' and '.join(held)} variant only; set "
+            f"cache.variants to [{', '.join(held)}]"
+        )
+    if kept != tuple(params.cache.variants):
+        params = params.model_copy(
+            update={"cache": params.cache.model_copy(update={"variants": kept})})
     return params
 
 

@@ -34,7 +34,7 @@ from models import registry
 from models.base import DataSpec
 from msaflow.errors import ParamsError
 from msaflow.io import text_digest
-from msaflow.model_params import TrainerSettings, resolve_model
+from msaflow.model_params import TrainerSettings, resolve_model, variant_note
 from msaflow.paths import Paths
 from msaflow.schema import Params
 from tasks.formats.dataset import CacheFormatError, H5Dataset, collate, read_spec
@@ -296,6 +296,8 @@ def train_seed(
 def train_model(params: Params, paths: Paths, model_name: str) -> dict[str, Any]:
     """Train ``model_name`` once per seed in ``params.train.seeds``; return a summary."""
     settings, config = resolve_model(params, model_name)
+    if note := variant_note(params, model_name):
+        print(note, flush=True)
     h5 = paths.h5(settings.variant)
     if not h5.is_file():
         raise FileNotFoundError(

@@ -54,6 +54,9 @@ class Source:
     streams: Callable[[Any], dict[str, str]]
     extract: Hook | None = None
     cache: Hook | None = None
+    # The data variants the source holds (None: whatever `cache.variants` asks, built from
+    # the features); params resolution keeps cache.variants to these.
+    variants: Callable[[Any], tuple[str, ...] | None] | None = None
 
     @property
     def media(self) -> bool:

@@ -11,15 +11,22 @@ The data enters the DAG at the HDF5 layer: ``ingest`` writes the manifest from t
 labels, ``extract`` has nothing to do, ``cache`` writes the one variant the pickle holds in
 the contract layout (docs/contracts.md "cache").
 
-Safety: unpickling can run arbitrary code. The file is opened only when the user names it
-(``dataset.root`` / ``dataset.pkl.file``); nothing here searches for pickles. It is read with
-an unpickler that only rebuilds numpy arrays and plain Python containers, unless
-``dataset.pkl.trusted: true`` says the file is trusted.
+``dataset.root`` names a pickle, or MMSA's release folder (``Processed/``): there each variant
+comes from its own pickle, ``unaligned_<n>.pkl`` and ``aligned_<n>.pkl``, and the cache
+variants follow what the source holds (``held_variants``: by file name, nothing unpickled;
+params resolution drops a ``cache.variants`` entry the source lacks, msaflow/params.py).
+
+Safety: unpickling can run arbitrary code. A file is opened only when the user names it
+(``dataset.root`` / ``dataset.pkl.file``) or names the folder that holds it under MMSA's
+release name; nothing else is searched for. It is read with an unpickler that only rebuilds
+numpy arrays and plain Python containers, unless ``dataset.pkl.trusted: true`` says the file
+is trusted.
 """
 
 from __future__ import annotations
 
 import pickle
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -87,10 +94,41 @@ class _NumpyUnpickler(pickle.Unpickler):
         )
 
 
-def pickle_path(params: Params) -> Path:
-    """The pickle the user named: ``dataset.root / dataset.pkl.file``, or ``root`` itself."""
+# MMSA's release names in a Processed/ folder: unaligned_50.pkl, aligned_50.pkl, unaligned_39.pkl
+RELEASE_NAME = re.compile(r"^(unaligned|aligned)_\d+\.pkl$", re.IGNORECASE)
+VARIANT_ORDER = ("unaligned", "aligned")
+
+
+def variant_by_name(path: Path) -> str | None:
+    """The variant a pickle's file name says (``aligned_50.pkl``), or None."""
+    stem = path.name.lower()
+    return "unaligned" if "unaligned" in stem else "aligned" if "aligned" in stem else None
+
+
+def pickle_files(params: Params) -> dict[str, Path]:
+    """variant → the pickle that holds it: the named file (keyed "" when its name does not
+    say the variant), or each release pickle of the named folder."""
     ds = params.dataset
-    path = Path(ds.root) / ds.pkl.file if ds.pkl.file is not None else Path(ds.root)
+    root = Path(ds.root)
+    if ds.pkl.file is None and root.is_dir():
+        found: dict[str, list[Path]] = {}
+        for path in sorted(root.iterdir()):
+            if (match := RELEASE_NAME.match(path.name)) and path.is_file():
+                found.setdefault(match.group(1).lower(), []).append(path)
+        if not found:
+            raise PickleFormatError(
+                f"{root}: is a folder without MMSA's release pickles (unaligned_<n>.pkl, "
+                "aligned_<n>.pkl); point dataset.root at the pickle, or name it with "
+                "dataset.pkl.file"
+            )
+        for variant, paths in found.items():
+            if len(paths) > 1:
+                raise PickleFormatError(
+                    f"{root}: holds {len(paths)} {variant} pickles "
+                    f"({', '.join(p.name for p in paths)}); name one with dataset.pkl.file"
+                )
+        return {v: found[v][0] for v in VARIANT_ORDER if v in found}
+    path = root / ds.pkl.file if ds.pkl.file is not None else root
     if path.is_dir():
         raise PickleFormatError(
             f"{path}: is a folder; name the MMSA pickle with dataset.pkl.file "
@@ -98,7 +136,22 @@ def pickle_path(params: Params) -> Path:
         )
     if not path.is_file():
         raise FileNotFoundError(f"{path}: MMSA pickle not found (dataset.root, dataset.pkl.file)")
-    return path
+    return {variant_by_name(path) or "": path}
+
+
+def held_variants(params: Params) -> tuple[str, ...] | None:
+    """The variants the source holds, by file name (nothing unpickled); None when unknown
+    (a missing root, which ingest reports, or a pickle whose name does not say)."""
+    try:
+        files = pickle_files(params)
+    except (PickleFormatError, OSError):
+        return None
+    return None if "" in files else tuple(files)
+
+
+def pickle_path(params: Params) -> Path:
+    """The pickle the manifest comes from: the unaligned one when the folder has both."""
+    return next(iter(pickle_files(params).values()))
 
 
 def load_pickle(path: Path, trusted: bool = False) -> dict[str, Any]:
@@ -155,8 +208,7 @@ def detect_variant(path: Path, data: dict[str, Any]) -> str:
         arr = _array(path, "train", part, key, 3)
         lengths[key] = arr.shape[axis]
     by_shape = "aligned" if len(set(lengths.values())) == 1 else "unaligned"
-    stem = path.name.lower()
-    by_name = "unaligned" if "unaligned" in stem else "aligned" if "aligned" in stem else None
+    by_name = variant_by_name(path)
     if by_name is not None and by_name != by_shape:
         raise PickleFormatError(
             f"{path}: the file name says {by_name!r} but the sequence lengths {lengths} say "
@@ -481,16 +533,49 @@ def _check_manifest(paths: Paths, data: dict[str, Any], path: Path) -> None:
 
 
 def build_cache_from_pickle(params: Params, paths: Paths) -> dict[str, Any]:
-    """Stage ``cache`` for ``mmsa_pkl``: write ``paths.h5(variant)`` from the named pickle."""
-    path = pickle_path(params)
-    data = load_pickle(path, params.dataset.pkl.trusted)
-    variant = detect_variant(path, data)
+    """Stage ``cache`` for ``mmsa_pkl``: write ``paths.h5(variant)`` for each variant of
+    ``cache.variants``, each from the pickle that holds it."""
+    files = pickle_files(params)
     wanted = tuple(params.cache.variants)
-    if wanted != (variant,):
+    summary: dict[str, Any] = {"source": "mmsa_pkl", "clips": 0, "skipped_bad": 0, "bad": {}}
+    done = []
+    for key, path in files.items():
+        if key and key not in wanted:
+            continue  # params resolution left it out of cache.variants
+        data = load_pickle(path, params.dataset.pkl.trusted)
+        variant = detect_variant(path, data)
+        if variant not in wanted:
+            raise PickleFormatError(
+                f"{path}: holds the {variant!r} variant only, but cache.variants = "
+                f"{list(wanted)}; run with -S 'cache.variants=[{variant}]' (and models on "
+                f"variant {variant!r})"
+            )
+        part = _cache_variant(params, paths, path, data, variant)
+        done.append(variant)
+        summary["clips"] = max(summary["clips"], part.pop("clips"))
+        summary["skipped_bad"] += part.pop("skipped_bad")
+        summary["bad"].update(part.pop("bad"))
+        summary.setdefault("pickle", str(path))
+        summary[f"{variant}_pickle"] = str(path)
+        for key_, value in part.items():
+            summary.setdefault(key_, value)
+            if key_ in ("dims", "seq_len"):
+                summary[f"{variant}_{key_}"] = value
+            elif key_.startswith(variant):
+                summary[key_] = value
+    missing = [v for v in wanted if v not in done]
+    if missing:
         raise PickleFormatError(
-            f"{path}: holds the {variant!r} variant only, but cache.variants = {list(wanted)}; "
-            f"run with -S 'cache.variants=[{variant}]' (and models on variant {variant!r})"
+            f"{params.dataset.root}: holds no {' / '.join(missing)} pickle, but cache.variants ="
+            f" {list(wanted)}; run with -S 'cache.variants=[{', '.join(done) or '...'}]'"
         )
+    summary["variants"] = ", ".join(done)
+    return summary
+
+
+def _cache_variant(params: Params, paths: Paths, path: Path, data: dict[str, Any],
+                   variant: str) -> dict[str, Any]:
+    """Convert one loaded pickle into ``paths.h5(variant)``; its part of the summary."""
     _check_manifest(paths, data, path)
     task = params.dataset.task
     checked = {}
@@ -535,9 +620,6 @@ def build_cache_from_pickle(params: Params, paths: Paths) -> dict[str, Any]:
                                    params.dataset.model_dump(mode="json")),
         )
     return {
-        "source": "mmsa_pkl",
-        "pickle": str(path),
-        "variants": variant,
         "clips": sum(counts.values()),
         **{f"{variant}_{s}": counts[s] for s in SPLITS},
         "dims": dims,
@@ -547,7 +629,6 @@ def build_cache_from_pickle(params: Params, paths: Paths) -> dict[str, Any]:
         "skipped_bad": len(report["bad"]),
         "bad": report["bad"],
     }
-
 
 
 def streams(params: Params) -> dict[str, str]:
@@ -562,4 +643,5 @@ sources.register_source(sources.Source(
     extract=skip_extraction,
     cache=build_cache_from_pickle,
     streams=streams,
+    variants=held_variants,
 ))

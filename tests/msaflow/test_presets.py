@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from models.base import DataSpec
-from msaflow.model_params import resolve_model
+from msaflow.model_params import resolve_model, variant_note
 from msaflow.params import ParamsError, load_params, parse_params
 from msaflow.paths import Paths
 from msaflow.presets import COVERED, PRESETS, known
@@ -164,12 +164,18 @@ def test_model_preset_names_none_and_missing_entries() -> None:
 def test_bad_model_presets_name_the_key() -> None:
     with pytest.raises(ParamsError, match=r"models\.dashfusion\.preset: unknown preset 'meld'"):
         load_params(PARAMS, overrides={"models.dashfusion.preset": "meld"})
-    # A preset value that does not fit says where it came from.
+    # A preset's variant that is not cached: the model runs on the cached one, and says so.
     params = load_params(
         PARAMS, overrides={"dataset.name": "mosi", "cache.variants": ["unaligned"]}
     )
-    with pytest.raises(ParamsError, match=r"models\.fasca_net\.variant: .*from preset 'mosi'"):
-        resolve_model(params, "fasca_net")
+    assert resolve_model(params, "fasca_net")[0].variant == "unaligned"
+    assert "its preset 'mosi' asks for the 'aligned' variant" in variant_note(params, "fasca_net")
+    # A variant written in models.<name> that is not cached names the key.
+    params = load_params(PARAMS, overrides={"cache.variants": ["unaligned"],
+                                            "models.late_fusion.variant": "aligned"})
+    with pytest.raises(ParamsError, match=r"models\.late_fusion\.variant: 'aligned' is not "
+                       r"cached"):
+        resolve_model(params, "late_fusion")
 
 
 @pytest.mark.parametrize("model", sorted(TODAY))

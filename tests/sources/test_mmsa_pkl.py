@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from msaflow.errors import ParamsError
+from msaflow.model_params import resolve_model, variant_note
 from msaflow.params import load_params
 from msaflow.paths import Paths
 from tasks import cache, extract, ingest
@@ -191,11 +193,13 @@ def test_aligned_pickle_without_lengths_uses_the_text_mask(tmp_path: Path) -> No
 
 def test_variant_disagreements_are_explained(tmp_path: Path) -> None:
     pkl = make_pickle(tmp_path / "unaligned_50.pkl")
+    # The default variants follow what the source holds ...
     params, paths = setup(tmp_path, pkl, **{"cache.variants": ["unaligned", "aligned"]})
-    ingest.build_manifest(params, paths)
-    with pytest.raises(PickleFormatError, match=r"holds the 'unaligned' variant only.*"
-                       r"cache.variants=\[unaligned\]"):
-        cache.build_cache(params, paths)
+    assert params.cache.variants == ("unaligned",)
+    # ... and one the source lacks is refused when params load, before any stage runs.
+    with pytest.raises(ParamsError, match=r"cache.variants = \['aligned'\], but dataset.root "
+                       r".*unaligned_50.pkl holds the unaligned variant only"):
+        setup(tmp_path, pkl, **{"cache.variants": ["aligned"]})
     # File name says aligned, shapes say unaligned.
     renamed = tmp_path / "aligned_50.pkl"
     os.replace(pkl, renamed)
@@ -203,6 +207,59 @@ def test_variant_disagreements_are_explained(tmp_path: Path) -> None:
     ingest.build_manifest(params, paths)
     with pytest.raises(PickleFormatError, match=r"file name says 'aligned'.*say 'unaligned'"):
         cache.build_cache(params, paths)
+
+
+def test_the_release_folder_gives_each_variant_from_its_pickle(tmp_path: Path) -> None:
+    folder = tmp_path / "MOSI" / "Processed"
+    make_pickle(folder / "unaligned_50.pkl")
+    make_pickle(folder / "aligned_50.pkl", aligned=True)
+    # Any other pickle there is never opened (it would run code if it were).
+    with open(folder / "evil.pkl", "wb") as fh:
+        pickle.dump({"train": {"id": _Evil()}, "valid": {}, "test": {}}, fh)
+    params = load_params(PARAMS, overrides={"dataset.name": "mosi",
+                                            "dataset.source": "mmsa_pkl",
+                                            "dataset.root": str(folder)})
+    assert params.cache.variants == ("unaligned", "aligned")
+    paths = Paths.from_params(params, base=tmp_path)
+    summary = run_stages(params, paths)
+    assert summary["variants"] == "unaligned, aligned" and summary["clips"] == 10
+    assert summary["aligned_pickle"].endswith("aligned_50.pkl")
+    for variant in ("unaligned", "aligned"):
+        assert read_spec(paths.h5(variant)).variant == variant
+    assert resolve_model(params, "fasca_net")[0].variant == "aligned"  # its preset's
+    assert resolve_model(params, "late_fusion")[0].variant == "unaligned"
+    assert variant_note(params, "fasca_net") is None
+
+
+@pytest.mark.parametrize(("name", "model", "runs_on", "where"), [
+    ("unaligned_50.pkl", "fasca_net", "unaligned", "its preset 'mosi'"),
+    ("aligned_50.pkl", "late_fusion", "aligned", "models.late_fusion.variant"),
+])
+def test_a_model_whose_variant_is_not_held_runs_on_the_held_one(tmp_path, name, model,
+                                                                  runs_on, where) -> None:
+    pkl = make_pickle(tmp_path / name, aligned=name.startswith("aligned"))
+    params = load_params(PARAMS, overrides={"dataset.name": "mosi",
+                                            "dataset.source": "mmsa_pkl",
+                                            "dataset.root": str(pkl)})
+    assert params.cache.variants == (runs_on,)
+    assert resolve_model(params, model)[0].variant == runs_on
+    note = variant_note(params, model)
+    assert note is not None and where in note and f"it runs on {runs_on!r}" in note
+
+
+def test_a_folder_without_release_pickles_says_what_it_looks_for(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    make_pickle(tmp_path / "data" / "mosi.pkl")
+    params = load_params(PARAMS, overrides={"dataset.source": "mmsa_pkl",
+                                            "dataset.root": str(tmp_path / "data")})
+    with pytest.raises(PickleFormatError, match=r"without MMSA's release pickles "
+                       r"\(unaligned_<n>.pkl, aligned_<n>.pkl\)"):
+        ingest.build_manifest(params, Paths.from_params(params, base=tmp_path))
+    named = load_params(PARAMS, overrides={
+        "dataset.source": "mmsa_pkl", "dataset.root": str(tmp_path / "data"),
+        "dataset.pkl": {"file": "mosi.pkl"}, "cache.variants": ["unaligned"],
+    })
+    assert ingest.build_manifest(named, Paths.from_params(named, base=tmp_path))["clips"] == 10
 
 
 def _drop(split: str, key: str):
@@ -303,16 +360,3 @@ def test_untrusted_pickle_cannot_run_code(tmp_path: Path) -> None:
         ingest.build_manifest(params, paths)
 
 
-def test_pickle_is_named_never_searched(tmp_path: Path) -> None:
-    make_pickle(tmp_path / "data" / "unaligned_50.pkl")
-    params, paths = setup(tmp_path, tmp_path / "data" / "unaligned_50.pkl")
-    folder = load_params(PARAMS, overrides={
-        "dataset.source": "mmsa_pkl", "dataset.root": str(tmp_path / "data"),
-    })
-    with pytest.raises(PickleFormatError, match="is a folder; name the MMSA pickle"):
-        ingest.build_manifest(folder, Paths.from_params(folder, base=tmp_path))
-    named = load_params(PARAMS, overrides={
-        "dataset.source": "mmsa_pkl", "dataset.root": str(tmp_path / "data"),
-        "dataset.pkl": {"file": "unaligned_50.pkl"}, "cache.variants": ["unaligned"],
-    })
-    assert ingest.build_manifest(named, Paths.from_params(named, base=tmp_path))["clips"] == 10

@@ -385,10 +385,6 @@ def extract_media(params: Params, paths: Paths, map_fn: MapFn | None = None) -> 
 def run(params: Params, paths: Paths, map_fn: MapFn | None = None) -> dict:
     """Stage ``extract``: what ``dataset.source`` asks for (the media extractors unless the
     source brings its own features); a summary."""
-    # dvc.yaml declares extract_cache/ an output of every source; a source that brings its
-    # features leaves it empty, but it must exist or `dvc repro` fails the stage after it
-    # succeeded.
-    paths.extract_cache.mkdir(parents=True, exist_ok=True)
     source = sources.get(params.dataset.source)
     if source.extract is not None:
         return source.extract(params, paths)

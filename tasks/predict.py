@@ -568,7 +568,7 @@ def predict_videos(
     """Score ``videos`` with every seed of ``model``; write ``out`` (JSON) and return it.
 
     ``cache_dir``: where extracted features are kept (a temporary folder by default; never
-    the stage's own ``extract_cache``, which is a DVC output). ``asr``: the speech
+    the stage's own ``extract_cache``). ``asr``: the speech
     recognition engine for a video without a transcript (see :func:`asr_for`).
     """
     if not videos:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -21,6 +22,54 @@ from msaflow.schema import Params
 # Quiet, offline defaults for Prefect runs started from this project (a user's own
 # settings win: setdefault only).
 environment.apply()
+
+PROJECT_PACKAGES = ("msaflow", "tasks", "flows", "models")
+
+
+def handled(exc: BaseException) -> bool:
+    """An error the project raises with a complete message (a bad param, file, clip...): its
+    traceback tells the user nothing the message does not."""
+    return (type(exc).__module__.split(".")[0] in PROJECT_PACKAGES
+            or isinstance(exc, FileNotFoundError))
+
+
+class HandledErrorFilter(logging.Filter):
+    """Terminal only: drop Prefect's "Task/Flow run ... exception" records (with traceback)
+    for a handled error. The message still shows in Prefect's "Finished in state Failed(...)"
+    line and the CLI's ``error:`` line; the traceback stays in the flow run's log on the
+    server (its API handler sits on the run loggers, before this one), and
+    ``MSAFLOW_DEBUG=1`` prints it here too."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.exc_info or os.environ.get("MSAFLOW_DEBUG"):
+            return True
+        exc = record.exc_info[1]
+        return exc is None or not handled(exc)
+
+
+class CompletedTaskFilter(logging.Filter):
+    """Terminal only: drop a task run's "Finished in state Completed()" (one per clip of a
+    mapped extraction: hundreds of lines saying nothing went wrong). Failures, the flow
+    runs' lines and everything on the server stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "prefect.task_runs" and record.levelno == logging.INFO
+                    and record.getMessage() == "Finished in state Completed()")
+
+
+def quiet_terminal() -> None:
+    """Put the terminal filters on Prefect's console handler (once)."""
+    import prefect.main  # noqa: F401  (sets up Prefect's logging: the handlers exist after)
+
+    for handler in logging.getLogger().handlers:
+        if type(handler).__name__ != "PrefectConsoleHandler":
+            continue
+        for kind in (HandledErrorFilter, CompletedTaskFilter):
+            if not any(isinstance(f, kind) for f in handler.filters):
+                handler.addFilter(kind())
+
+
+quiet_terminal()
 
 
 def load(
@@ -96,14 +145,31 @@ def prefect_server(start_timeout: float = 120.0) -> Iterator[str]:
         finally:
             os.environ.pop("PREFECT_API_URL", None)
         return
+    from prefect.settings import temporary_settings
+
     process, address, log = _start_server(start_timeout)
     os.environ["PREFECT_API_URL"] = f"{address}/api"
     print(f"Prefect server for this run: {address} (UI and API; its log: {log})")
     try:
-        yield f"{address}/api"
+        # Flow runs in this process too (`msaflow run`): Prefect read its settings at
+        # import, before the variable existed, and would start its temporary server.
+        with temporary_settings(updates={PREFECT_API_URL: f"{address}/api"}):
+            yield f"{address}/api"
     finally:
+        _drain_to_server()
         os.environ.pop("PREFECT_API_URL", None)
         _stop_server(process)
+
+
+def _drain_to_server(timeout: float = 10.0) -> None:
+    """Send this process's queued logs and events while the server still runs (Prefect
+    would do it at exit, to a server gone by then: "Error logging to API")."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        with contextlib.suppress(Exception):
+            worker.drain_all(timeout=timeout)
 
 
 def _start_server(timeout: float) -> tuple[subprocess.Popen, str, Path]:

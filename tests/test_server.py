@@ -22,6 +22,9 @@ def test_local_server_serves_api_and_ui_then_stops(
         page = httpx.get(f"{address}/")  # what a person opens in a browser
         assert page.status_code == 200
         assert page.headers["content-type"].startswith("text/html")
+        # A flow run in this process (`msaflow run`) uses this server too, not a second,
+        # temporary one of Prefect's.
+        assert _flow_api_url().rstrip("/") == api_url
     printed = capsys.readouterr().out
     assert f"Prefect server for this run: {address} (UI and API" in printed
     assert "msaflow-server.log" in printed  # the server's own output goes there
@@ -29,6 +32,19 @@ def test_local_server_serves_api_and_ui_then_stops(
     port = int(address.rsplit(":", 1)[1])
     with socket.socket() as sock:  # the server process is gone: nothing listens any more
         assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _flow_api_url() -> str:
+    from prefect import flow
+
+    @flow
+    def where() -> str:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            return str(client.api_url)
+
+    return where()
 
 
 def test_a_named_server_is_used_as_is(monkeypatch: pytest.MonkeyPatch) -> None:

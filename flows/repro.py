@@ -6,10 +6,13 @@ the CLI.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import time
+from typing import Any
 
 from flows.common import prefect_server
 
@@ -22,6 +25,111 @@ def git_identity_missing() -> list[str]:
     return [key for key in ("user.name", "user.email")
             if not subprocess.run([git, "config", "--get", key], capture_output=True,
                                   text=True).stdout.strip()]
+
+
+# Where `dvc exp run` runs an experiment; without one of these it runs in the workspace.
+EXP_PLACES = ("--temp", "--queue", "--run-all")
+WORKSPACE = "--workspace"  # msaflow's own: run in the workspace, as plain `dvc exp run`
+
+
+def _git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+
+
+def lock_uncommitted(lock: str = "dvc.lock") -> bool:
+    """Whether ``lock`` names results that no git commit holds (changed or never committed).
+
+    `dvc exp run` in the workspace and `dvc exp apply` reset git's index to the last commit:
+    a dvc.lock that only the index or the working tree held is gone then, and with it the
+    only record of which cached artifacts are this machine's results."""
+    if not os.path.exists(lock) or shutil.which("git") is None:
+        return False
+    committed = _git("rev-parse", "--verify", "-q", f"HEAD:{lock}").stdout.strip()
+    if not committed:
+        return True
+    return _git("hash-object", lock).stdout.strip() != committed
+
+
+def exp_run_args(dvc_args: list[str]) -> tuple[list[str], list[str]]:
+    """`msaflow exp`'s arguments for `dvc exp run`, and what to tell the user about them.
+
+    An experiment runs in a temporary copy (``--temp``) unless the arguments name another
+    place (``--queue``, ``--run-all``) or ask for the workspace (``--workspace``): the
+    workspace, params.yaml and dvc.lock stay as they are, so no artifact of the current
+    results leaves it. A relative ``dataset.root`` is made absolute: the copy runs
+    elsewhere."""
+    args, notes = list(dvc_args), []
+    if WORKSPACE in args:
+        args = [a for a in args if a != WORKSPACE]
+        notes.append("running in the workspace: params.yaml, dvc.lock and the outputs "
+                     "become the experiment's")
+    elif not any(a in EXP_PLACES for a in args):
+        args.insert(0, "--temp")
+        notes.append("running in a temporary copy: the workspace stays as it is (compare: "
+                     "`msaflow exp show`; bring the results in: `dvc exp apply NAME`)")
+    for i, arg in enumerate(args[:-1]):
+        if arg not in ("-S", "--set-param"):
+            continue
+        key, sep, value = args[i + 1].partition("=")
+        if key.split(":")[-1] == "dataset.root" and sep and value and \
+                not os.path.isabs(value) and os.path.exists(value):
+            args[i + 1] = f"{key}={os.path.abspath(value)}"
+            notes.append(f"dataset.root={value} is relative: using {os.path.abspath(value)}")
+    return args, notes
+
+
+# On Ctrl-C: each signal to dvc's process group, and how long (s) to wait for it to end.
+STOP_STEPS = ((signal.SIGINT, 45.0), (signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0))
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_group(process: subprocess.Popen, steps=STOP_STEPS) -> int:
+    """End ``process`` and every process of its group (dvc and the stage it runs): SIGINT,
+    so a stage stops cleanly and stays resumable (training keeps its work/ folder), then
+    SIGTERM and SIGKILL for what still runs. Returns the process's exit code."""
+    pgid = process.pid
+    for sig, seconds in steps:
+        process.poll()  # reap dvc, or its zombie would count as alive
+        if not _group_alive(pgid):
+            break
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + seconds
+        try:
+            while time.monotonic() < deadline:
+                process.poll()
+                if not _group_alive(pgid):
+                    break
+                time.sleep(0.2)
+        except KeyboardInterrupt:  # another Ctrl-C: go on to the next signal now
+            print("msaflow: stopping faster", flush=True)
+    return process.wait()
+
+
+def run_dvc(argv: list[str]) -> int:
+    """Run dvc in its own process group with the current environment; a Ctrl-C ends it and
+    every stage process it started before this returns (the Prefect server, which the
+    caller stops afterwards, stays up meanwhile, so the stages can report their end)."""
+    process = subprocess.Popen(argv, env=os.environ.copy(), start_new_session=True)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        print(f"\nmsaflow: interrupted; stopping {os.path.basename(argv[0])} and its stages "
+              "(Ctrl-C again to hurry)", flush=True)
+        stop_group(process)
+        print("msaflow: stopped; run the same command again to resume", flush=True)
+        return 130
 
 
 def repro(dvc_args: list[str], command: tuple[str, ...] = ("repro",)) -> int:
@@ -42,11 +150,30 @@ def repro(dvc_args: list[str], command: tuple[str, ...] = ("repro",)) -> int:
               '  git config user.name "Your Name"\n  git config user.email you@example.org\n'
               "(or with --global for every repository), then run the experiment again.")
         return 2
+    if command[0] == "exp":
+        dvc_args, notes = exp_run_args(dvc_args)
+        for note in notes:
+            print(f"msaflow exp: {note}")
+        if lock_uncommitted():
+            print("msaflow exp: dvc.lock holds results no commit has; before `dvc exp apply`, "
+                  "keep them: git add dvc.lock reports && git commit -m \"results on this "
+                  "machine\"")
     start = time.perf_counter()
     with prefect_server():
-        code = subprocess.run([dvc, *command, *dvc_args], env=os.environ.copy()).returncode
+        code = run_dvc([dvc, *command, *dvc_args])
     print(f"{name} finished in {time.perf_counter() - start:.1f} s (exit {code})")
+    if command == ("repro",) and code == 0 and lock_uncommitted():
+        print(UNCOMMITTED)
     return code
+
+
+UNCOMMITTED = """\
+dvc.lock now differs from the last commit: these results are this machine's (changed
+params or code, or another CPU kind, whose floating point gives slightly other numbers and
+so other hashes than the committed ones). They are in DVC's cache; commit them to make them
+the baseline that experiments compare with and that a way back returns to:
+  git add dvc.lock reports && git commit -m "results on this machine"
+Before that, `dvc metrics diff` shows how far they are from the committed figures."""
 
 
 def record_in_dvc() -> None:
@@ -58,3 +185,91 @@ def record_in_dvc() -> None:
     result = subprocess.run([dvc, "commit", "--force", "--quiet"], check=False)
     if result.returncode != 0:
         print(f"dvc commit exited {result.returncode}: dvc.lock not updated")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _headline(test: dict) -> tuple[str, float] | None:
+    """The test metric a row shows for a model: MAE for regression, else F1_weighted/Acc."""
+    for name in ("MAE", "F1_weighted", "Acc"):
+        if isinstance(test.get(name), int | float):
+            return name, float(test[name])
+    return None
+
+
+def exp_rows(shown: list[dict]) -> list[dict]:
+    """`dvc exp show --json` as rows: name, params (flat), {model: (metric, value)}."""
+    rows = []
+
+    def add(name: str, data: dict | None, error: Any) -> None:
+        data = data or {}
+        params = _flat(data.get("params", {}).get("params.yaml", {}).get("data", {}))
+        scores: dict[str, tuple[str, float] | None] = {}
+        for path, entry in (data.get("metrics") or {}).items():
+            parts = path.split("/")
+            if len(parts) == 4 and parts[0] == "reports" and parts[3] == "metrics.json":
+                test = ((entry or {}).get("data") or {}).get("test") or {}
+                scores[parts[2]] = _headline(test)
+        rows.append({"name": name, "params": params, "scores": scores, "error": bool(error)})
+
+    for base in shown:
+        rev = base.get("rev") or ""
+        add(base.get("name") or (rev if rev == "workspace" else rev[:7]), base.get("data"),
+            base.get("error"))
+        for exp in base.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                add(rev.get("name") or rev["rev"][:7], rev.get("data"), rev.get("error"))
+    return rows
+
+
+def exp_table(rows: list[dict]) -> str:
+    """A markdown table comparing experiments: the params each changed against the
+    baseline (the commit, else the workspace) and each model's headline test metric."""
+    if not rows:
+        return "no experiments"
+    base = rows[1] if len(rows) > 1 and rows[0]["name"] == "workspace" else rows[0]
+    models: list[str] = []
+    for row in rows:
+        models += [m for m in row["scores"] if m not in models]
+    head = ["experiment", "changed params", *models]
+    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(
+        ["---", "---", *["---:"] * len(models)]) + " |"]
+    for row in rows:
+        changed = [f"{k}={row['params'][k]}" for k in row["params"]
+                   if row["params"][k] != base["params"].get(k)]
+        cells = []
+        for model in models:
+            score = row["scores"].get(model)
+            if score is None:
+                cells.append("—")
+            else:
+                metric, value = score
+                cells.append(f"{value:.3f}" if metric == "MAE" else f"{metric} {value:.3f}")
+        label = row["name"] + (" (error)" if row["error"] else "")
+        lines.append("| " + " | ".join([label, ", ".join(changed) or "", *cells]) + " |")
+    return "\n".join(lines)
+
+
+def exp_show(dvc_args: list[str]) -> int:
+    """`msaflow exp show`: every experiment's changed params and test metric per model."""
+    dvc = shutil.which("dvc")
+    if dvc is None:
+        print("msaflow: `dvc` not found on PATH (activate the venv: . .venv/bin/activate)")
+        return 2
+    proc = subprocess.run([dvc, "exp", "show", "--json", *dvc_args], capture_output=True,
+                          text=True, check=False)
+    if proc.returncode != 0:
+        print(proc.stderr.strip() or proc.stdout.strip())
+        return proc.returncode
+    print(exp_table(exp_rows(json.loads(proc.stdout or "[]"))))
+    print("test MAE per model (lower is better; classification: F1_weighted or Acc); "
+          "— : no metrics there. Every column: dvc exp show --md")
+    return 0

@@ -5,7 +5,8 @@ msaflow train | evaluate | robustness MODEL   model stages (then: report)
 msaflow predict VIDEO... --model MODEL        a trained model's sentiment of new videos
 msaflow run                                   the whole DAG as one Prefect flow run
 msaflow repro [DVC ARGS...]                   `dvc repro` with one shared Prefect server
-msaflow exp [DVC ARGS...]                     `dvc exp run` (takes -S) with one shared server
+msaflow exp [DVC ARGS...]                     `dvc exp run --temp` (takes -S), one shared server
+msaflow exp show                              experiments side by side: changed params, metrics
 msaflow retrain [--serve] [--roll-back MODEL] `dvc repro`, then promote challengers that beat
                                               their champion on valid; or serve it on a cron
 msaflow check                                 validate params.yaml and exit
@@ -174,8 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in [
         ("repro", "`dvc repro` with one shared Prefect server; DVC_ARGS go to dvc "
                   "(e.g. a stage name, --force)"),
-        ("exp", "`dvc exp run` with one shared Prefect server; DVC_ARGS go to dvc "
-                "(e.g. -S KEY=VALUE, --name NAME)"),
+        ("exp", "`dvc exp run --temp` with one shared Prefect server: the experiment runs "
+                "in a temporary copy, the workspace stays as it is; DVC_ARGS go to dvc (e.g. "
+                "-S KEY=VALUE, --name NAME; --queue; --workspace runs it in the workspace). "
+                "`msaflow exp show`: each experiment's changed params and test metric per "
+                "model"),
     ]:
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("dvc_args", nargs=argparse.REMAINDER, metavar="DVC_ARGS",
@@ -185,6 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `msaflow` console command."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C outside a dvc run (which handles its own): no traceback
+        print("\nmsaflow: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None = None) -> int:
     environment.apply()  # before any flow (and Prefect) is imported
     parser = build_parser()
     # `repro`/`exp` pass every further argument to dvc, options included (`exp -S a=b`):
@@ -193,10 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.command not in ("repro", "exp"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command in ("repro", "exp"):
-        from flows.repro import repro
+        from flows.repro import exp_show, repro
 
+        dvc_args = [*extra, *args.dvc_args]
+        if args.command == "exp" and dvc_args[:1] == ["show"]:
+            return exp_show(dvc_args[1:])
         command = ("repro",) if args.command == "repro" else ("exp", "run")
-        return repro([*extra, *args.dvc_args], command)
+        return repro(dvc_args, command)
     try:
         over = parse_assignments(getattr(args, "overrides", [])) or None
         params = load_params(args.params, over)

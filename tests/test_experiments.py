@@ -1,0 +1,157 @@
+"""`msaflow exp`: where an experiment runs, the uncommitted-results guard, `exp show`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from flows.repro import exp_rows, exp_run_args, exp_table, lock_uncommitted
+
+
+def test_an_experiment_runs_in_a_temporary_copy_unless_told_otherwise() -> None:
+    args, notes = exp_run_args(["-S", "train.lr=0.1", "-n", "lr"])
+    assert args == ["--temp", "-S", "train.lr=0.1", "-n", "lr"]
+    assert "temporary copy" in notes[0]
+    for place in ("--queue", "--temp", "--run-all"):
+        assert exp_run_args([place, "-S", "a=1"])[0] == [place, "-S", "a=1"]
+    args, notes = exp_run_args(["--workspace", "-S", "a=1"])
+    assert args == ["-S", "a=1"] and "workspace" in notes[0]
+
+
+def test_a_relative_dataset_root_is_made_absolute(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "MELD.Raw").mkdir()
+    args, notes = exp_run_args(["-S", "dataset.root=MELD.Raw", "--set-param",
+                                "dataset.root=missing", "-S", "dataset.name=meld"])
+    assert args[2] == f"dataset.root={tmp_path / 'MELD.Raw'}"
+    assert args[4] == "dataset.root=missing"  # validation names what does not exist
+    assert args[6] == "dataset.name=meld"
+    assert any("relative" in n for n in notes)
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+
+def test_lock_uncommitted_tells_this_machines_results_from_the_commit(tmp_path,
+                                                                     monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "config", "user.name", "t")
+    _git(tmp_path, "config", "user.email", "t@t")
+    assert not lock_uncommitted()  # no dvc.lock: nothing to keep
+    Path("dvc.lock").write_text("schema: '2.0'\n")
+    assert lock_uncommitted()  # never committed
+    _git(tmp_path, "add", "dvc.lock")
+    assert lock_uncommitted()  # staged only: `dvc exp apply` resets the index
+    _git(tmp_path, "commit", "-qm", "lock")
+    assert not lock_uncommitted()
+    Path("dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    assert lock_uncommitted()
+
+
+def _rev(name: str, params: dict, metrics: dict, rev: str = "0123456789") -> dict:
+    return {"rev": rev, "name": name, "error": None, "data": {
+        "params": {"params.yaml": {"data": params}},
+        "metrics": {path: {"data": value} for path, value in metrics.items()}}}
+
+
+def test_exp_show_table_names_the_changed_params_and_each_models_metric() -> None:
+    demo = {"dataset": {"name": "demo"}, "train": {"lr": 0.001}}
+    demo_metrics = {"reports/demo/late_fusion/metrics.json": {"test": {"MAE": 0.6421}},
+                    "reports/demo/fasca_net/metrics.json": {"test": {"MAE": 0.5721}},
+                    "reports/demo/late_fusion/robustness.json": {"summary": {}}}
+    workspace = _rev("workspace", demo, demo_metrics, rev="workspace")
+    workspace["name"] = None
+    head = _rev("main", demo, {})
+    head["experiments"] = [{"name": "meld", "revs": [_rev(
+        "meld-run", {"dataset": {"name": "meld"}, "train": {"lr": 0.001}},
+        {"reports/meld/late_fusion/metrics.json": {"test": {"F1_weighted": 0.41, "Acc": 0.5}}})]}]
+    rows = exp_rows([workspace, head])
+    assert [r["name"] for r in rows] == ["workspace", "main", "meld-run"]
+    table = exp_table(rows).splitlines()
+    assert table[0] == "| experiment | changed params | late_fusion | fasca_net |"
+    assert table[2] == "| workspace |  | 0.642 | 0.572 |"
+    assert table[3] == "| main |  | — | — |"  # no committed metrics there
+    assert table[4] == "| meld-run | dataset.name=meld | F1_weighted 0.410 | — |"
+
+
+@pytest.mark.parametrize("shown", [[], [{"rev": "workspace", "name": None, "data": None,
+                                        "error": {"msg": "x"}}]])
+def test_exp_show_table_copes_with_nothing_and_errors(shown) -> None:
+    text = exp_table(exp_rows(shown))
+    assert text == "no experiments" or "workspace (error)" in text
+
+
+SLEEPER = """\
+import os, sys, time
+open("stage.pid", "w").write(str(os.getpid()))
+try:
+    for _ in range(30):
+        time.sleep(0.1)
+except KeyboardInterrupt:  # a stage's own clean stop (msaflow's CLI does the same)
+    sys.exit(130)
+open("out.txt", "w").write("done")
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is gone for good: only its parent has not collected its exit code yet
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")
+
+
+def test_ctrl_c_ends_dvc_and_the_stage_and_the_rerun_works(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the foreground process group) during `msaflow repro`: dvc and the
+    stage process it runs end, no process is left behind, and the next run completes."""
+    import json
+    import signal
+    import sys
+    import time
+
+    bin_dir = Path(sys.executable).parent
+    _git(tmp_path, "init", "-q")
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "PREFECT_API_URL": "http://127.0.0.1:9/api",  # no server is started for a plain stage
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    subprocess.run([str(bin_dir / "dvc"), "init", "-q"], cwd=tmp_path, env=env, check=True)
+    (tmp_path / "sleeper.py").write_text(SLEEPER)
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  sleep:\n    cmd: python sleeper.py\n    deps: [sleeper.py]\n"
+        "    outs: [out.txt]\n")
+    runner = [sys.executable, "-c", "import sys; from flows.repro import repro; "
+              "sys.exit(repro([]))"]
+    # A terminal's Ctrl-C goes to its foreground process group: the runner's own here.
+    proc = subprocess.Popen(runner, cwd=tmp_path, env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    pid_file = tmp_path / "stage.pid"
+    deadline = time.monotonic() + 120
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read()
+        time.sleep(0.1)
+    stage = int(pid_file.read_text())
+    dvc = [int(p) for p in subprocess.run(["pgrep", "-f", "dvc repro"], capture_output=True,
+                                          text=True).stdout.split() if int(p) != proc.pid]
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 130, out
+    assert "interrupted; stopping dvc and its stages" in out and "Traceback" not in out, out
+    assert not _alive(stage), out
+    assert dvc and not any(_alive(p) for p in dvc), (dvc, out)
+    assert not (tmp_path / "out.txt").exists()
+    # The rerun is not blocked by a stale lock and finishes the stage.
+    pid_file.unlink()
+    done = subprocess.run(runner, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "out.txt").read_text() == "done"
+    status = subprocess.run([str(bin_dir / "dvc"), "status", "--json"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, check=True)
+    assert json.loads(status.stdout or "{}") == {}

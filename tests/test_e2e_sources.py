@@ -1,13 +1,25 @@
-"""End to end: the real `dvc exp run -S ...` for the raw MELD, csd and mmsa_pkl sources.
+"""End to end, as a user who follows the docs: the README's commands, then the datasets'.
 
-Each dataset is a tiny generated copy of its official layout outside the repo (an absolute
-``dataset.root``, as a user's /data/... would be) and is run with exactly the commands of
-docs/datasets.md, one experiment after another in one temporary git copy of the repo.
+In one temporary git copy of the repo with a tiny demo: ``msaflow repro`` (what ``make
+demo`` runs after installing), then every command of the README's code blocks and the
+MELD, CMU-MOSI ``.csd`` and MMSA-folder commands of docs/datasets.md, exactly as written
+but for the data folders (tiny generated copies of each official layout, outside the repo,
+as a user's /data/... would be) and, for the dataset experiments, one quick-run setting.
+A README command that this test neither runs nor names as run elsewhere fails it, so the
+README cannot show a command nobody ran. The demo's artifacts never leave the workspace
+for good: experiments run in temporary copies, and the documented way back restores every
+byte.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
+import re
+import shlex
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -19,27 +31,35 @@ from tests.features.test_media import make_mp4
 from tests.sources.test_csd import make_official
 from tests.sources.test_layouts import _make_meld, _meld_rows
 from tests.sources.test_mmsa_pkl import make_pickle
-from tests.test_e2e import BIN, _commit_copy, _copy_repo, _run
+from tests.test_e2e import BIN, ROOT, _commit_copy, _copy_repo, _run
 
-# The committed baseline: a tiny demo (the `demo` stage is part of every `dvc exp run`,
-# it runs once and is then up to date) — the dataset under test comes in through -S only.
+# The committed baseline: a tiny demo with the two models the README's commands name.
 BASELINE = {
     "demo.n_clips": 8,
     "demo.clips_per_video": 2,
     "demo.size": 64,
     "demo.fps": 8,
+    "train.models": ["late_fusion", "fasca_net"],
+    "train.seeds": [0],
+    "train.max_epochs": 2,
+    "train.patience": 2,
+    "extract.vision.fps": 4,
+    "extract.workers": 1,
+    "cache.seq_len.audio": 60,
+    "cache.seq_len.vision": 12,
+    "robustness.rates": [0.0, 0.5],
+    "robustness.levels": [0.0, 0.5],
+    "robustness.draws": 1,
 }
-# What a user adds for a quick first run; the same for every dataset.
-QUICK = [
-    "train.models=[late_fusion]",
-    "train.seeds=[0]",
-    "train.max_epochs=2",
-    "train.patience=2",
-    "extract.vision.fps=4",
-    "extract.workers=1",
-    "cache.seq_len.audio=60",
-    "cache.seq_len.vision=12",
-]
+# README commands run by other tests (or by CI itself), and where.
+ELSEWHERE = {
+    "make test": "CI: .ci/run",
+    "msaflow retrain --serve": "tests/test_retrain.py::test_serve_alone_registers_the_"
+                               "scheduled_deployment",
+}
+# The dataset commands of docs/datasets.md run here, by the dataset they name.
+DATASET_COMMANDS = {"meld": "/data/MELD.Raw", "mosi_csd": "/data/cmu-mosi-csd",
+                    "mosi_pkl": "/data/MOSI/Processed"}
 
 
 def _set_params(path: Path, values: dict[str, object]) -> str:
@@ -56,22 +76,59 @@ def _set_params(path: Path, values: dict[str, object]) -> str:
     return text
 
 
-def _exp_run(repo: Path, env: dict, overrides: list[str]) -> tuple[str, float]:
-    """`dvc exp run -S ...` in the workspace; return its output and wall seconds."""
-    args = [str(BIN / "dvc"), "exp", "run"]
-    for item in [*overrides, *QUICK]:
-        args += ["-S", item]
-    start = time.perf_counter()
-    proc = _run(args, repo, env)
-    return proc.stdout + proc.stderr, time.perf_counter() - start
+def commands(doc: Path) -> list[str]:
+    """The shell commands of a markdown file's ``bash`` blocks (continuations joined,
+    comment-only lines dropped)."""
+    out: list[str] = []
+    for block in re.findall(r"```bash\n(.*?)```", doc.read_text(), flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            text = line.strip()
+            if text and not text.startswith("#"):
+                out.append(text)
+    return out
+
+
+def _bare(command: str) -> str:
+    """A command without its trailing comment, for comparisons."""
+    return " ".join(shlex.split(command, comments=True))
+
+
+def _snapshot(repo: Path) -> dict[str, str]:
+    """Every file of the workspace that an experiment could touch, by content hash."""
+    files = [repo / "params.yaml", repo / "dvc.lock",
+             *(p for top in ("data", "reports") for p in (repo / top).rglob("*"))]
+    return {str(p.relative_to(repo)): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in files if p.is_file()}
+
+
+def _shell(command: str, repo: Path, env: dict) -> str:
+    """Run one documented command line as a new shell would; its output."""
+    proc = subprocess.run(["bash", "-c", command], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, f"{command}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout + proc.stderr
+
+
+def _experiment(repo: Path, env: dict, dataset: str, source: str | None = None) -> str:
+    """The name of the newest experiment run on ``dataset`` (and ``source``)."""
+    shown = json.loads(_run([str(BIN / "dvc"), "exp", "show", "--json"], repo, env).stdout)
+    found = []
+    for base in shown:
+        for exp in base.get("experiments") or []:
+            for rev in exp["revs"]:
+                ds = rev["data"]["params"]["params.yaml"]["data"]["dataset"]
+                if ds["name"] == dataset and source in (None, ds["source"]):
+                    found.append((rev["data"]["timestamp"], rev["name"]))
+    assert found, (dataset, source)
+    return max(found)[1]
 
 
 @pytest.mark.slow
-def test_dvc_exp_run_meld_csd_and_mmsa_pkl(tmp_path: Path) -> None:
+def test_the_readme_and_the_dataset_commands_as_written(tmp_path: Path) -> None:
     repo, data = tmp_path / "repo", tmp_path / "datasets"
     repo.mkdir()
     _copy_repo(repo)
-    committed = _set_params(repo / "params.yaml", BASELINE)
+    _set_params(repo / "params.yaml", BASELINE)
 
     # MELD.Raw layout: 4 train / 2 dev / 2 test utterances, 1 s 64×64 mp4s.
     mp4 = make_mp4(tmp_path / "clip.mp4", size=(64, 64), fps=8).read_bytes()
@@ -79,62 +136,147 @@ def test_dvc_exp_run_meld_csd_and_mmsa_pkl(tmp_path: Path) -> None:
     # Official CMU-MOSI .csd files: 3 videos (one per standard fold) × 3 segments.
     mosi_csd = data / "cmu-mosi-csd"
     make_official(mosi_csd)
-    # One MMSA processed pickle (6/2/2 clips, MOSI dims).
-    pkl = make_pickle(data / "MOSI" / "Processed" / "unaligned_50.pkl")
+    # MMSA's processed folder: both variants of 6/2/2 clips, MOSI dims.
+    processed = data / "MOSI" / "Processed"
+    make_pickle(processed / "unaligned_50.pkl")
+    make_pickle(processed / "aligned_50.pkl", aligned=True)
+    where = {"/data/MELD.Raw": str(meld), "/data/cmu-mosi-csd": str(mosi_csd),
+             "/data/MOSI/Processed": str(processed)}
 
     env = _commit_copy(repo)
+    env.pop("VIRTUAL_ENV", None)  # a new shell: `source .venv/bin/activate` sets these
+    readme = commands(ROOT / "README.md")
+    done: set[str] = set()
+    seconds: dict[str, float] = {}
 
-    runs = {
-        # the meld preset sets layout meld and task classification: the name is enough
-        "meld": ["dataset.name=meld", f"dataset.root={meld}"],
-        "mosi": ["dataset.name=mosi", "dataset.source=csd", f"dataset.root={mosi_csd}"],
-        "mosi_pkl": [
-            "dataset.name=mosi_pkl", "dataset.source=mmsa_pkl", f"dataset.root={pkl}",
-            "cache.variants=[unaligned]",
-        ],
-    }
-    seconds = {}
-    # One Prefect server for every stage of the three runs (as `msaflow repro` does), so
-    # each stage does not start a temporary one of its own.
+    def run(command: str) -> str:
+        for path, here in where.items():
+            command = command.replace(path, here)
+        start = time.perf_counter()
+        out = _shell(command, repo, env)
+        seconds[command[:40]] = round(time.perf_counter() - start, 1)
+        return out
+
+    # One Prefect server for every stage of every run (as `msaflow repro` has), so each
+    # stage does not start a temporary one of its own.
     with prefect_server() as api_url:
         env["PREFECT_API_URL"] = api_url
-        for name, overrides in runs.items():
-            # A workspace experiment leaves its -S values in params.yaml; each dataset
-            # starts from the committed params, as `git checkout params.yaml` would give.
-            (repo / "params.yaml").write_text(committed)
-            out, seconds[name] = _exp_run(repo, env, overrides)
+        # `make demo`: the install (CI's and this test's environment) and `msaflow repro`.
+        out = run("msaflow repro")
+        done.add("make demo")
+        # The committed lock is another params set's: the end of the run says so, and how
+        # to keep these results as the baseline; the user does what it says.
+        assert "dvc.lock now differs from the last commit" in out, out[-3000:]
+        (commit,) = [c for c in readme if c.startswith("git add dvc.lock reports")]
+        run(commit)
+        done.add(commit)
+        demo = _snapshot(repo)
+        assert "data/checkpoints/demo/fasca_net/seed0.ckpt" in demo
+
+        # `source .venv/bin/activate`: the venv's bin on PATH is what it does here.
+        done.add("source .venv/bin/activate")
+
+        # Predict, on videos of the demo corpus (a user's own would do the same).
+        clips = sorted((repo / "data/raw/demo/Raw").rglob("*.mp4"))
+        shutil.copy(clips[0], repo / "me.mp4")
+        (repo / "clips").mkdir()
+        with open(repo / "transcripts.csv", "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path", "text"])
+            for clip in clips[1:3]:
+                shutil.copy(clip, repo / "clips" / clip.name)
+                writer.writerow([f"clips/{clip.name}", "it was a good day"])
+        for command in [c for c in readme if c.startswith("msaflow predict")]:
+            run(command)
+            done.add(command)
+        me = json.loads((repo / "me.json").read_text())
+        assert me["model"] == "fasca_net" and me["videos"] == 1, me
+        assert me["predictions"][0]["transcript"] == "I really loved this film", me
+        assert (repo / "predictions/demo/late_fusion.json").is_file()
+        demo = _snapshot(repo)  # predict writes outside data/ and reports/ only
+
+        # The experiments block, line by line.
+        block = [c for c in readme if c.startswith(("msaflow exp", "dvc exp apply",
+                                                    "git checkout -- params.yaml"))]
+        assert len(block) == 5, block
+        for command in block:
+            before = _snapshot(repo)
+            out = run(command)
+            done.add(command)
+            if command.startswith("msaflow exp -n"):
+                assert "Running stage 'train@late_fusion'" in out, out[-4000:]
+                assert "Running stage 'demo'" not in out  # the demo is not recomputed
+                # A temporary copy ran it: the workspace, params.yaml included, is as it was.
+                assert _snapshot(repo) == before, command
+            if command.startswith("msaflow exp -n wide"):  # nothing before training re-ran
+                assert "Running stage 'extract'" not in out, out[-4000:]
+            if command == "msaflow exp show":
+                rows = {r.split("|")[1].strip(): r for r in out.splitlines() if r.startswith("|")}
+                assert "models.late_fusion.hidden=128" in rows["wide"], out
+                assert "dataset.name=meld" in rows["meld"], out
+                assert "—" not in rows["wide"] + rows["meld"], out
+            if command.startswith("dvc exp apply"):
+                ckpt = "data/checkpoints/demo/late_fusion/seed0.ckpt"
+                assert _snapshot(repo)[ckpt] != demo[ckpt]  # the experiment's model
+                _check_outputs(repo, "demo")
+        # The way back restored every byte of the demo's results.
+        assert {k: v for k, v in _snapshot(repo).items() if k in demo} == demo
+        assert json.loads(_run([str(BIN / "dvc"), "status", "--json"], repo, env).stdout) == {}
+        _check_outputs(repo, "meld", apply=_experiment(repo, env, "meld"))
+
+        # docs/datasets.md: CMU .csd files and MMSA's folder, one quick model each.
+        docs = commands(ROOT / "docs/datasets.md")
+        for label, folder in DATASET_COMMANDS.items():
+            if label == "meld":
+                continue  # the README's experiment above is this command
+            (command,) = [c for c in docs if c.endswith(f"dataset.root={folder}")]
+            before = _snapshot(repo)
+            out = run(f"{_bare(command)} -S 'train.models=[late_fusion]'")
             assert "Running stage 'train@late_fusion'" in out, out[-4000:]
-            # The next experiment replaces this one's outputs in the workspace: check now.
-            _check_outputs(repo, name)
-    print("dvc exp run seconds:", {k: round(v, 1) for k, v in seconds.items()})
+            assert _snapshot(repo) == before, command
+            source = "csd" if label == "mosi_csd" else "mmsa_pkl"
+            _check_outputs(repo, label, apply=_experiment(repo, env, "mosi", source))
+    print("seconds:", seconds)
 
-    # DVC recorded each experiment, with its dataset in the params.
-    shown = _run([str(BIN / "dvc"), "exp", "show", "--json"], repo, env).stdout
-    for name in runs:
-        assert f'"{name}"' in shown, name
+    missing = {_bare(c) for c in readme} - {_bare(c) for c in done} - set(ELSEWHERE)
+    assert not missing, f"README commands no test runs: {sorted(missing)}"
 
 
-def _check_outputs(repo: Path, name: str) -> None:
-    """The workspace holds dataset ``name``'s cache, checkpoint, metrics and summary."""
-    metrics = json.loads((repo / f"reports/{name}/late_fusion/metrics.json").read_text())
-    assert {"valid", "test"} <= set(metrics), (name, metrics)
-    assert (repo / f"data/processed/{name}/unaligned.h5").is_file()
-    assert (repo / f"data/checkpoints/{name}/late_fusion/seed0.ckpt").is_file()
-    assert "late_fusion" in (repo / f"reports/summary_{name}.md").read_text()
-    manifest = (repo / f"data/interim/{name}/manifest.csv").read_text().splitlines()
-    if name == "meld":  # 7 emotions: classification metrics, every utterance ingested
-        assert {"Acc", "F1_weighted"} <= set(metrics["test"]), metrics
-        assert 0.0 <= metrics["test"]["Acc"] <= 1.0
-        assert len(manifest) == 1 + 8
-        csds = {p.name for p in (repo / "data/interim/meld/csd").iterdir()}
-        assert {"words.csd", "librosa.csd", "facemesh.csd"} <= csds
-    else:  # MOSI's [-3, 3] regression scale
-        assert {"MAE", "Corr"} <= set(metrics["test"]), (name, metrics)
-        assert metrics["test"]["MAE"] >= 0.0
-    if name == "mosi":  # official sequences under our names; 3 videos × 3 segments
-        csds = {p.name for p in (repo / "data/interim/mosi/csd").iterdir()}
-        assert {"words.csd", "covarep.csd", "facet42.csd"} <= csds
-        assert len(manifest) == 1 + 9
-    if name == "mosi_pkl":  # the pickle's 6 / 2 / 2 clips, nothing extracted
-        assert len(manifest) == 1 + 10
-        assert not list((repo / "data/interim/mosi_pkl/csd").glob("*.csd"))
+def _check_outputs(repo: Path, label: str, apply: str | None = None) -> None:
+    """The workspace holds ``label``'s cache, checkpoint, metrics and summary (after
+    ``dvc exp apply`` of experiment ``apply``, then the way back when given)."""
+    env_bin = str(BIN / "dvc")
+    if apply is not None:
+        subprocess.run([env_bin, "exp", "apply", apply], cwd=repo, check=True,
+                       capture_output=True)
+    name = "mosi" if label.startswith("mosi") else label
+    try:
+        metrics = json.loads((repo / f"reports/{name}/late_fusion/metrics.json").read_text())
+        assert {"valid", "test"} <= set(metrics), (label, metrics)
+        assert (repo / f"data/processed/{name}/unaligned.h5").is_file()
+        assert (repo / f"data/checkpoints/{name}/late_fusion/seed0.ckpt").is_file()
+        assert "late_fusion" in (repo / f"reports/summary_{name}.md").read_text()
+        manifest = (repo / f"data/interim/{name}/manifest.csv").read_text().splitlines()
+        if label == "meld":  # 7 emotions: classification metrics, every utterance ingested
+            assert {"Acc", "F1_weighted"} <= set(metrics["test"]), metrics
+            assert 0.0 <= metrics["test"]["Acc"] <= 1.0
+            assert len(manifest) == 1 + 8
+            csds = {p.name for p in (repo / "data/interim/meld/csd").iterdir()}
+            assert {"words.csd", "librosa.csd", "facemesh.csd"} <= csds
+        else:  # MOSI's [-3, 3] regression scale (and the demo's)
+            assert {"MAE", "Corr"} <= set(metrics["test"]), (label, metrics)
+            assert metrics["test"]["MAE"] >= 0.0
+        if label == "mosi_csd":  # official sequences under our names; 3 videos × 3 segments
+            csds = {p.name for p in (repo / "data/interim/mosi/csd").iterdir()}
+            assert {"words.csd", "covarep.csd", "facet42.csd"} <= csds
+            assert len(manifest) == 1 + 9
+        if label == "mosi_pkl":  # the pickles' 6 / 2 / 2 clips, both variants, no .csd
+            assert len(manifest) == 1 + 10
+            assert (repo / "data/processed/mosi/aligned.h5").is_file()
+            assert not list((repo / "data/interim/mosi/csd").glob("*.csd"))
+    finally:
+        if apply is not None:  # the documented way back
+            subprocess.run(["git", "checkout", "--", "params.yaml", "dvc.lock", "reports"],
+                           cwd=repo, check=True, capture_output=True)
+            subprocess.run([env_bin, "checkout", "-q"], cwd=repo, check=True,
+                           capture_output=True)

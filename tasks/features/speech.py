@@ -99,6 +99,9 @@ def with_noise_floor(samples: np.ndarray, db: float | None = None) -> np.ndarray
 
 
 _LOCAL = threading.local()
+# Goes into the text feature set's cache key: 2 = the front end reset per clip (1 let a
+# clip's word times depend on the clips aligned before it on the same thread).
+FRONT_END_VERSION = 2
 
 
 def _aligner() -> Any:
@@ -325,6 +328,9 @@ def align(samples: np.ndarray, words: list[str]) -> Alignment:
     if y.size < SAMPLE_RATE // 10:
         raise AlignmentFailed(f"{y.size / SAMPLE_RATE:.3f} s of audio is too short to align")
     decoder = _aligner()
+    # The front end (noise estimate, CMN) adapts across utterances: reset it, so a clip's
+    # times do not depend on which clips this thread aligned before (worker scheduling).
+    decoder.reinit_feat()
     tokens, pronounced = _prepare(decoder, words)
     timed = [t for t in tokens if t is not None]
     if not timed:
@@ -352,6 +358,7 @@ def _recognize_pocketsphinx(samples: np.ndarray) -> Recognition:
     from pocketsphinx import Segmenter
 
     decoder = _recognizer()
+    decoder.reinit_feat()  # as in align(): no state from the clips recognised before
     words: list[str] = []
     times: list[tuple[float, float]] = []
     segmenter = Segmenter(sample_rate=SAMPLE_RATE)

@@ -220,6 +220,10 @@ def _timing_description(section: Any) -> str:
     dims=lambda section, width: [],
     uses_transcript=True,
     counters=COUNTERS,
+    # the speech front end's behaviour: a change recomputes the words of every clip
+    identity=lambda section: ({"speech_front_end": speech.FRONT_END_VERSION}
+                              if section.timing == "forced" or section.asr == "pocketsphinx"
+                              else {}),
     outputs=(
         Output("words", _timing_description, lambda section, width: ["word"], _words),
         Output("word_embeddings",

@@ -80,6 +80,17 @@ def test_forced_alignment_matches_espeak_word_times(spoken) -> None:
     assert forced_err.mean() < spread_err.mean() / 3
 
 
+def test_a_clips_word_times_do_not_depend_on_the_clips_before_it(spoken) -> None:
+    """One decoder per thread serves many clips, in the order the workers happen to take
+    them: each clip must get the times it would get first (byte-identical .csd files)."""
+    speech._LOCAL.aligner = None  # a fresh decoder, as a new worker thread has
+    first = {text: speech.align(samples, split_words(text)) for text, samples, _ in spoken}
+    for text, samples, _ in reversed(spoken):  # other orders, one decoder
+        again = speech.align(samples, split_words(text))
+        np.testing.assert_array_equal(again.intervals, first[text].intervals)
+        assert again.score == first[text].score
+
+
 def test_words_outside_the_dictionary_are_timed() -> None:
     text = "My friend Zhangwei paid 42 euros at the café in Köln, 中文 today."
     samples, truth = say(text)

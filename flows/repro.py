@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from typing import Any
 
@@ -117,17 +119,74 @@ def stop_group(process: subprocess.Popen, steps=STOP_STEPS) -> int:
     return process.wait()
 
 
-def run_dvc(argv: list[str]) -> int:
+STAGE_LINE = re.compile(r"^(Running stage|Stage) '([^']+)'( is cached)?")
+
+
+class StageClock:
+    """Wall seconds per stage of a dvc run, from the lines dvc prints as it goes."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.restored: set[str] = set()
+        self._current: tuple[str, float] | None = None
+
+    def line(self, text: str, now: float | None = None) -> None:
+        now = time.perf_counter() if now is None else now
+        match = STAGE_LINE.match(text)
+        if match is None:
+            return
+        self.close(now)
+        if match.group(1) == "Running stage":
+            self._current = (match.group(2), now)
+        elif match.group(3):  # "Stage 'x' is cached - skipping run, checking out outputs"
+            self.restored.add(match.group(2))
+
+    def close(self, now: float | None = None) -> None:
+        if self._current is not None:
+            name, start = self._current
+            now = time.perf_counter() if now is None else now
+            self.seconds[name] = self.seconds.get(name, 0.0) + now - start
+            self._current = None
+
+    def table(self) -> str:
+        """The stages that ran, slowest first, with their share of the total."""
+        total = sum(self.seconds.values())
+        if not total:
+            return ""
+        rows = [f"{'stage':<28} {'seconds':>8} {'share':>6}"]
+        for name, sec in sorted(self.seconds.items(), key=lambda kv: -kv[1]):
+            rows.append(f"{name:<28} {sec:8.1f} {sec / total:6.1%}")
+        rows.append(f"{'stages in all':<28} {total:8.1f}")
+        return "\n".join(rows)
+
+
+def run_dvc(argv: list[str], clock: StageClock | None = None) -> int:
     """Run dvc in its own process group with the current environment; a Ctrl-C ends it and
     every stage process it started before this returns (the Prefect server, which the
-    caller stops afterwards, stays up meanwhile, so the stages can report their end)."""
-    process = subprocess.Popen(argv, env=os.environ.copy(), start_new_session=True)
+    caller stops afterwards, stays up meanwhile, so the stages can report their end).
+
+    With ``clock``, dvc's output passes through here line by line (unbuffered, so the
+    stages' own prints keep their order), timing each stage."""
+    env = os.environ.copy()
+    if clock is not None:
+        env["PYTHONUNBUFFERED"] = "1"
+    process = subprocess.Popen(argv, env=env, start_new_session=True,
+                               stdout=subprocess.PIPE if clock is not None else None,
+                               text=True, bufsize=1)
     try:
+        if clock is not None:
+            for text in process.stdout:
+                clock.line(text)
+                sys.stdout.write(text)
+                sys.stdout.flush()
+            clock.close()
         return process.wait()
     except KeyboardInterrupt:
         print(f"\nmsaflow: interrupted; stopping {os.path.basename(argv[0])} and its stages "
               "(Ctrl-C again to hurry)", flush=True)
         stop_group(process)
+        if process.stdout is not None:
+            sys.stdout.write(process.stdout.read())
         print("msaflow: stopped; run the same command again to resume", flush=True)
         return 130
 
@@ -159,8 +218,11 @@ def repro(dvc_args: list[str], command: tuple[str, ...] = ("repro",)) -> int:
                   "keep them: git add dvc.lock reports && git commit -m \"results on this "
                   "machine\"")
     start = time.perf_counter()
+    clock = StageClock()
     with prefect_server():
-        code = run_dvc([dvc, *command, *dvc_args])
+        code = run_dvc([dvc, *command, *dvc_args], clock)
+    if clock.seconds:
+        print(f"\nWall time per stage (start-up included):\n{clock.table()}")
     print(f"{name} finished in {time.perf_counter() - start:.1f} s (exit {code})")
     if command == ("repro",) and code == 0 and lock_uncommitted():
         print(UNCOMMITTED)

@@ -155,3 +155,20 @@ def test_ctrl_c_ends_dvc_and_the_stage_and_the_rerun_works(tmp_path: Path) -> No
     status = subprocess.run([str(bin_dir / "dvc"), "status", "--json"], cwd=tmp_path, env=env,
                             capture_output=True, text=True, check=True)
     assert json.loads(status.stdout or "{}") == {}
+
+
+def test_the_stage_clock_times_each_stage_dvc_runs() -> None:
+    from flows.repro import StageClock
+
+    clock = StageClock()
+    for now, text in [(0.0, "Running stage 'demo':\n"), (1.0, "> msaflow demo\n"),
+                      (5.0, "Stage 'ingest' is cached - skipping run, checking out outputs\n"),
+                      (5.5, "Running stage 'train@late_fusion':\n"),
+                      (6.0, "Stage 'evaluate@late_fusion' didn't change, skipping\n")]:
+        clock.line(text, now)
+    clock.close(9.0)
+    assert clock.seconds == {"demo": 5.0, "train@late_fusion": 0.5}
+    assert clock.restored == {"ingest"}
+    lines = clock.table().splitlines()
+    assert lines[1].split() == ["demo", "5.0", "90.9%"]
+    assert lines[-1].split()[-1] == "5.5"

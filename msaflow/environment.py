@@ -16,6 +16,9 @@ DEFAULTS: dict[str, str] = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    # transformers draws a "Loading weights" bar for every model it loads (twice per seed in
+    # robustness and predict); local weights load in well under a second
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
 }
 
 

@@ -108,6 +108,13 @@ def _alive(pid: int) -> bool:
     return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")
 
 
+def _cmdline(proc_dir: Path) -> str:
+    try:
+        return (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
 def test_ctrl_c_ends_dvc_and_the_stage_and_the_rerun_works(tmp_path: Path) -> None:
     """Ctrl-C (SIGINT to the foreground process group) during `msaflow repro`: dvc and the
     stage process it runs end, no process is left behind, and the next run completes."""
@@ -137,8 +144,8 @@ def test_ctrl_c_ends_dvc_and_the_stage_and_the_rerun_works(tmp_path: Path) -> No
         assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read()
         time.sleep(0.1)
     stage = int(pid_file.read_text())
-    dvc = [int(p) for p in subprocess.run(["pgrep", "-f", "dvc repro"], capture_output=True,
-                                          text=True).stdout.split() if int(p) != proc.pid]
+    dvc = [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit()
+           and _cmdline(d).endswith("dvc repro") and int(d.name) != proc.pid]
     os.killpg(proc.pid, signal.SIGINT)
     out, _ = proc.communicate(timeout=90)
     assert proc.returncode == 130, out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -230,29 +231,39 @@ def test_flow_with_fake_repro(tmp_path, monkeypatch):
     values = iter([0.9, 0.8, 0.85])
     seen = []
 
-    run, which = subprocess.run, shutil.which
+    popen, which = subprocess.Popen, shutil.which
 
-    def fake_dvc(args, *rest, **kwargs) -> subprocess.CompletedProcess:
+    class FakeDvc:
+        """The `dvc repro` process: writes a challenger (or fails), prints nothing."""
+
+        def __init__(self, args: list[str], env: dict) -> None:
+            url = env.get("PREFECT_API_URL")
+            seen.append((args[1:], bool(url) and url == harness_url()))
+            self.pid, self.stdout = -1, io.StringIO("")
+            self.returncode = 1 if "fail" in args else 0
+            if self.returncode == 0:
+                value = next(values)
+                write_challenger(tmp_path, MODEL, {"MAE": value}, {"MAE": value},
+                                 ckpt=f"v{value}".encode(), lock_md5=f"{value}.dir")
+
+        def wait(self, timeout: float | None = None) -> int:
+            return self.returncode
+
+        poll = wait
+
+    def fake_popen(args, *rest, **kwargs):
         # The real msaflow.cli.repro runs; only the `dvc repro` process is faked. The stages
         # it starts must report to the flow's own server: the URL is in their environment.
         if args[0] != "fake-dvc":
-            return run(args, *rest, **kwargs)
-        env = kwargs["env"]
-        url = env.get("PREFECT_API_URL")
-        seen.append((args[1:], bool(url) and url == harness_url()))
-        if "fail" in args:
-            return subprocess.CompletedProcess(args, 1)
-        value = next(values)
-        write_challenger(tmp_path, MODEL, {"MAE": value}, {"MAE": value},
-                         ckpt=f"v{value}".encode(), lock_md5=f"{value}.dir")
-        return subprocess.CompletedProcess(args, 0)
+            return popen(args, *rest, **kwargs)
+        return FakeDvc(list(args), kwargs["env"])
 
     def harness_url() -> str | None:
         from prefect.settings import PREFECT_API_URL
 
         return PREFECT_API_URL.value()
 
-    monkeypatch.setattr(subprocess, "run", fake_dvc)
+    monkeypatch.setattr(subprocess, "Popen", fake_popen)
     monkeypatch.setattr(shutil, "which", lambda name: "fake-dvc" if name == "dvc" else which(name))
     with prefect_test_harness(server_startup_timeout=120):
         first = flow_module.retrain_flow("params.yaml", models=[MODEL])

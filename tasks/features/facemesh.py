@@ -23,11 +23,12 @@ the scale of x), so non-square frames are not distorted.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import itertools
 import os
 import re
 import sys
-import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -146,28 +147,102 @@ _MEDIAPIPE_NOISE = re.compile(
     rb"landmark_projection_calculator|Created TensorFlow Lite XNNPACK delegate|"
     rb"Attempting to use a delegate that only supports static-sized tensors"
 )
-_STDERR_LOCK = threading.Lock()
+_SYNC = b"\x00msaflow-stderr-sync "
+
+
+class _NativeStderrFilter:
+    """fd 2 through a pipe for the rest of the process: a thread passes every line on to the
+    real stderr but MediaPipe's notices, whichever thread (ours or MediaPipe's own graph
+    threads) writes them and whenever. Python's own writes go the same way, in order."""
+
+    def __init__(self) -> None:
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        read, write = os.pipe()
+        os.dup2(write, 2)
+        os.close(write)
+        self.pipe = os.fstat(2).st_ino
+        self.synced: dict[bytes, threading.Event] = {}
+        self._tokens = itertools.count()
+        self.thread = threading.Thread(target=self._pump, args=(read,), daemon=True,
+                                       name="native-stderr-filter")
+        self.thread.start()
+        atexit.register(self.close)
+
+    def active(self) -> bool:
+        """Still in place (a test's capture, or close(), may have put another fd 2)."""
+        try:
+            return os.fstat(2).st_ino == self.pipe and self.thread.is_alive()
+        except OSError:
+            return False
+
+    def _write(self, data: bytes) -> None:
+        while data:
+            try:
+                data = data[os.write(self.saved, data):]
+            except OSError:
+                return
+
+    def _pump(self, read: int) -> None:
+        pending = b""
+        while chunk := os.read(read, 65536):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            out = []
+            for line in lines:
+                if line.startswith(_SYNC):
+                    self.synced.pop(line[len(_SYNC):], threading.Event()).set()
+                elif not _MEDIAPIPE_NOISE.search(line):
+                    out.append(line + b"\n")
+            if b"\r" in pending:  # a progress bar redraws its line: pass that on now
+                cut = pending.rindex(b"\r") + 1
+                out.append(pending[:cut])
+                pending = pending[cut:]
+            if out:
+                self._write(b"".join(out))
+        if pending and not _MEDIAPIPE_NOISE.search(pending):
+            self._write(pending)
+        os.close(read)
+
+    def sync(self, timeout: float = 5.0) -> None:
+        """Return once everything written to fd 2 before this call has been passed on."""
+        if not self.active():
+            return
+        token = str(next(self._tokens)).encode()
+        done = self.synced[token] = threading.Event()
+        sys.stderr.flush()
+        os.write(2, _SYNC + token + b"\n")
+        done.wait(timeout)
+
+    def close(self) -> None:
+        """Put the real stderr back; the thread passes on what is left, then ends."""
+        if not self.active():
+            return
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)
+        self.thread.join(timeout=5)
+
+
+_FILTER: _NativeStderrFilter | None = None
+_FILTER_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
 def quiet_native_stderr() -> Iterator[None]:
-    """Capture what native code writes to fd 2 meanwhile; write back all but MediaPipe's
-    start-up notices (another thread's line written meanwhile is kept, slightly late)."""
-    with _STDERR_LOCK, tempfile.TemporaryFile() as sink:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            kept = [line for line in sink.read().splitlines(keepends=True)
-                    if not _MEDIAPIPE_NOISE.search(line)]
-            if kept:
-                os.write(2, b"".join(kept))
+    """Make sure MediaPipe's start-up notices never reach the terminal: they come from its
+    C++ side, also from its own threads and after the call that caused them, so the filter
+    stays on fd 2 for the rest of the process once a face mesh is used."""
+    global _FILTER
+    with _FILTER_LOCK:
+        if _FILTER is None or not _FILTER.active():
+            _FILTER = _NativeStderrFilter()
+    yield
+
+
+def sync_native_stderr() -> None:
+    """Wait until what was written to fd 2 so far has passed the filter (tests, exit)."""
+    if _FILTER is not None:
+        _FILTER.sync()
 
 
 def _face_mesh():

@@ -2,7 +2,7 @@
 
 In one temporary git copy of the repo with a tiny demo: ``msaflow repro`` (what ``make
 demo`` runs after installing), then every command of the README's code blocks and the
-MELD, CMU-MOSI ``.csd`` and MMSA-folder commands of docs/datasets.md, exactly as written
+MELD and MMSA-folder commands of docs/datasets.md, exactly as written
 but for the data folders (tiny generated copies of each official layout, outside the repo,
 as a user's /data/... would be) and, for the dataset experiments, one quick-run setting.
 A README command that this test neither runs nor names as run elsewhere fails it, so the
@@ -28,7 +28,6 @@ import yaml
 
 from flows.common import prefect_server
 from tests.features.test_media import make_mp4
-from tests.sources.test_csd import make_official
 from tests.sources.test_layouts import _make_meld, _meld_rows
 from tests.sources.test_mmsa_pkl import make_pickle
 from tests.test_e2e import BIN, ROOT, _commit_copy, _copy_repo, _run
@@ -57,9 +56,10 @@ ELSEWHERE = {
     "msaflow retrain --serve": "tests/test_retrain.py::test_serve_alone_registers_the_"
                                "scheduled_deployment",
 }
-# The dataset commands of docs/datasets.md run here, by the dataset they name.
-DATASET_COMMANDS = {"meld": "/data/MELD.Raw", "mosi_csd": "/data/cmu-mosi-csd",
-                    "mosi_pkl": "/data/MOSI/Processed"}
+# The dataset commands of docs/datasets.md run here, by the dataset they name (the CMU
+# .csd source goes through the same `msaflow exp` path; tests/sources/test_csd.py reads
+# the official files stage by stage).
+DATASET_COMMANDS = {"meld": "/data/MELD.Raw", "mosi_pkl": "/data/MOSI/Processed"}
 
 
 def _set_params(path: Path, values: dict[str, object]) -> str:
@@ -133,15 +133,11 @@ def test_the_readme_and_the_dataset_commands_as_written(tmp_path: Path) -> None:
     # MELD.Raw layout: 4 train / 2 dev / 2 test utterances, 1 s 64×64 mp4s.
     mp4 = make_mp4(tmp_path / "clip.mp4", size=(64, 64), fps=8).read_bytes()
     meld = _make_meld(data / "meld", _meld_rows(), mp4)
-    # Official CMU-MOSI .csd files: 3 videos (one per standard fold) × 3 segments.
-    mosi_csd = data / "cmu-mosi-csd"
-    make_official(mosi_csd)
     # MMSA's processed folder: both variants of 6/2/2 clips, MOSI dims.
     processed = data / "MOSI" / "Processed"
     make_pickle(processed / "unaligned_50.pkl")
     make_pickle(processed / "aligned_50.pkl", aligned=True)
-    where = {"/data/MELD.Raw": str(meld), "/data/cmu-mosi-csd": str(mosi_csd),
-             "/data/MOSI/Processed": str(processed)}
+    where = {"/data/MELD.Raw": str(meld), "/data/MOSI/Processed": str(processed)}
 
     env = _commit_copy(repo)
     env.pop("VIRTUAL_ENV", None)  # a new shell: `source .venv/bin/activate` sets these
@@ -224,7 +220,7 @@ def test_the_readme_and_the_dataset_commands_as_written(tmp_path: Path) -> None:
         assert json.loads(_run([str(BIN / "dvc"), "status", "--json"], repo, env).stdout) == {}
         _check_outputs(repo, "meld", apply=_experiment(repo, env, "meld"))
 
-        # docs/datasets.md: CMU .csd files and MMSA's folder, one quick model each.
+        # docs/datasets.md: MMSA's folder, one quick model.
         docs = commands(ROOT / "docs/datasets.md")
         for label, folder in DATASET_COMMANDS.items():
             if label == "meld":
@@ -234,8 +230,7 @@ def test_the_readme_and_the_dataset_commands_as_written(tmp_path: Path) -> None:
             out = run(f"{_bare(command)} -S 'train.models=[late_fusion]'")
             assert "Running stage 'train@late_fusion'" in out, out[-4000:]
             assert _snapshot(repo) == before, command
-            source = "csd" if label == "mosi_csd" else "mmsa_pkl"
-            _check_outputs(repo, label, apply=_experiment(repo, env, "mosi", source))
+            _check_outputs(repo, label, apply=_experiment(repo, env, "mosi", "mmsa_pkl"))
     print("seconds:", seconds)
 
     missing = {_bare(c) for c in readme} - {_bare(c) for c in done} - set(ELSEWHERE)
@@ -266,10 +261,6 @@ def _check_outputs(repo: Path, label: str, apply: str | None = None) -> None:
         else:  # MOSI's [-3, 3] regression scale (and the demo's)
             assert {"MAE", "Corr"} <= set(metrics["test"]), (label, metrics)
             assert metrics["test"]["MAE"] >= 0.0
-        if label == "mosi_csd":  # official sequences under our names; 3 videos × 3 segments
-            csds = {p.name for p in (repo / "data/interim/mosi/csd").iterdir()}
-            assert {"words.csd", "covarep.csd", "facet42.csd"} <= csds
-            assert len(manifest) == 1 + 9
         if label == "mosi_pkl":  # the pickles' 6 / 2 / 2 clips, both variants, no .csd
             assert len(manifest) == 1 + 10
             assert (repo / "data/processed/mosi/aligned.h5").is_file()

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -173,6 +174,11 @@ def run_dvc(argv: list[str], clock: StageClock | None = None) -> int:
     process = subprocess.Popen(argv, env=env, start_new_session=True,
                                stdout=subprocess.PIPE if clock is not None else None,
                                text=True, bufsize=1)
+    # `kill` (SIGTERM) stops it the same way as Ctrl-C: dvc runs in its own process group,
+    # which a signal to this process alone would not reach.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         if clock is not None:
             for text in process.stdout:
@@ -189,6 +195,13 @@ def run_dvc(argv: list[str], clock: StageClock | None = None) -> int:
             sys.stdout.write(process.stdout.read())
         print("msaflow: stopped; run the same command again to resume", flush=True)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def repro(dvc_args: list[str], command: tuple[str, ...] = ("repro",)) -> int:

@@ -115,7 +115,8 @@ def _cmdline(proc_dir: Path) -> str:
         return ""
 
 
-def test_ctrl_c_ends_dvc_and_the_stage_and_the_rerun_works(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["ctrl-c", "kill"])
+def test_ctrl_c_ends_dvc_and_the_stage_and_the_rerun_works(tmp_path: Path, how: str) -> None:
     """Ctrl-C (SIGINT to the foreground process group) during `msaflow repro`: dvc and the
     stage process it runs end, no process is left behind, and the next run completes."""
     import json
@@ -146,7 +147,10 @@ def test_ctrl_c_ends_dvc_and_the_stage_and_the_rerun_works(tmp_path: Path) -> No
     stage = int(pid_file.read_text())
     dvc = [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit()
            and _cmdline(d).endswith("dvc repro") and int(d.name) != proc.pid]
-    os.killpg(proc.pid, signal.SIGINT)
+    if how == "ctrl-c":  # a terminal's Ctrl-C: SIGINT to the whole foreground group
+        os.killpg(proc.pid, signal.SIGINT)
+    else:  # `kill PID`: SIGTERM to msaflow alone
+        os.kill(proc.pid, signal.SIGTERM)
     out, _ = proc.communicate(timeout=90)
     assert proc.returncode == 130, out
     assert "interrupted; stopping dvc and its stages" in out and "Traceback" not in out, out

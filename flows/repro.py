@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from flows.common import prefect_server
+from msaflow.overrides import flatten
 
 
 def git_identity_missing() -> list[str]:
@@ -262,16 +263,6 @@ def record_in_dvc() -> None:
         print(f"dvc commit exited {result.returncode}: dvc.lock not updated")
 
 
-def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def _headline(test: dict) -> tuple[str, float] | None:
     """The test metric a row shows for a model: MAE for regression, else F1_weighted/Acc."""
     for name in ("MAE", "F1_weighted", "Acc"):
@@ -286,7 +277,7 @@ def exp_rows(shown: list[dict]) -> list[dict]:
 
     def add(name: str, data: dict | None, error: Any) -> None:
         data = data or {}
-        params = _flat(data.get("params", {}).get("params.yaml", {}).get("data", {}))
+        params = flatten(data.get("params", {}).get("params.yaml", {}).get("data", {}))
         scores: dict[str, tuple[str, float] | None] = {}
         for path, entry in (data.get("metrics") or {}).items():
             parts = path.split("/")

@@ -37,3 +37,15 @@ def parse_assignments(items: Iterable[str]) -> dict[str, Any]:
 def describe(overrides: dict[str, Any] | None) -> str:
     """``-S a=1 -S b=x`` (for logs), or "" when there is none."""
     return " ".join(f"-S {k}={v}" for k, v in (overrides or {}).items())
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as dotted keys (``{"a": {"b": 1}}`` → ``{"a.b": 1}``), as -S spells
+    them."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from models.base import DataSpec, MSAModel
 from msaflow.io import write_json_atomic
+from msaflow.overrides import flatten
 from msaflow.paths import Paths
 from msaflow.schema import CacheParams, DatasetParams, ExtractParams, Params
 from tasks import extract, features, sources
@@ -171,16 +172,6 @@ def load_ensemble(ckpt_paths: Sequence[Path], model: str) -> Ensemble:
     )
 
 
-def _flat(tree: dict[str, Any], prefix: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def _feature_keys(raw: dict[str, Any]) -> dict[str, Any]:
     """Every ``extract.*`` value that shapes the model input, by dotted key: what the extract
     cache keys each modality on (``extract.modality_params``) plus ``text.max_tokens``."""
@@ -188,7 +179,7 @@ def _feature_keys(raw: dict[str, Any]) -> dict[str, Any]:
         cfg = ExtractParams.model_validate(raw)
     except ValidationError:  # compare as stored; the differing key is named all the same
         return {
-            k: v for k, v in _flat(raw, "extract.").items()
+            k: v for k, v in flatten(raw, "extract.").items()
             if k.removeprefix("extract.") not in RUN_KEYS
         }
     out: dict[str, Any] = {}
@@ -197,7 +188,7 @@ def _feature_keys(raw: dict[str, Any]) -> dict[str, Any]:
             values = extract.modality_params(modality, cfg)
         except (OSError, RuntimeError, ValueError):  # e.g. an OpenFace build no longer there
             values = getattr(cfg, modality).model_dump(mode="json")
-        out.update(_flat(values, f"extract.{modality}."))
+        out.update(flatten(values, f"extract.{modality}."))
     out["extract.text.max_tokens"] = cfg.text.max_tokens  # not in the cache key: truncation
     return {k: v for k, v in out.items() if k not in ASR_KEYS}
 

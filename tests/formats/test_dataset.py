@@ -21,7 +21,7 @@ def h5(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_sample_contract(h5: Path) -> None:
-    ds = H5Dataset(h5, "train")
+    ds = H5Dataset(h5, "train", preload_bytes=0)  # the lazy reader
     assert len(ds) == 24 and ds._file is None  # nothing opened until the first item
     s = ds[3]
     assert isinstance(s["id"], str)
@@ -44,6 +44,23 @@ def test_sample_contract(h5: Path) -> None:
     assert not s["vision"][n_v:].any()
     raw = H5Dataset(h5, "train", normalize=False)[3]
     np.testing.assert_array_equal(raw["vision"].numpy(), raw_vision)
+
+
+def test_small_split_in_memory_gives_the_lazy_samples(h5: Path) -> None:
+    """A split under the preload size is read once; its samples equal the lazy reader's,
+    bit for bit, and a sample's arrays are its own (normalising them changes no other)."""
+    held, lazy = H5Dataset(h5, "train"), H5Dataset(h5, "train", preload_bytes=0)
+    assert held.preloaded and not lazy.preloaded and lazy._file is None
+    for i in (0, 7, 23):
+        a, b = held[i], lazy[i]
+        assert a.keys() == b.keys() and a["id"] == b["id"]
+        for key, value in a.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(value, b[key]), key
+    again = held[7]
+    assert torch.equal(again["vision"], lazy[7]["vision"])  # normalising copied the rows
+    held_pickled = pickle.loads(pickle.dumps(held))
+    assert held_pickled.preloaded and torch.equal(held_pickled[5]["audio"], lazy[5]["audio"])
 
 
 def test_collate_and_spec(h5: Path) -> None:

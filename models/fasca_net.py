@@ -39,7 +39,7 @@ from torch import nn
 
 from models.base import DataSpec, MSAModel, masked_mean
 from models.deform import ModulatedDeformConv2d
-from models.layers import CrossBlock, SequenceEncoder, TransformerBlock, prepend_mask
+from models.layers import CrossBlock, SequenceEncoder, TransformerBlock, attend, prepend_mask
 from models.registry import register
 
 MODALITIES = ("text", "audio", "vision")
@@ -241,8 +241,9 @@ class ChannelAttention(nn.Module):
         q = F.normalize(rearrange(q, "b (h c) t -> b h c t", h=self.heads), dim=-1)
         k = F.normalize(rearrange(k, "b (h c) t -> b h c t", h=self.heads), dim=-1)
         v = rearrange(v, "b (h c) t -> b h c t", h=self.heads)
-        attn = (torch.einsum("bhct,bhdt->bhcd", q, k) * self.temperature).softmax(-1)
-        out = rearrange(torch.einsum("bhcd,bhdt->bhct", attn, v), "b h c t -> b (h c) t")
+        # channels attend to channels: queries (B, H, C, T), "head width" T; the
+        # temperature scales the queries (the score's scale must be a number)
+        out = rearrange(attend(q * self.temperature, k, v, None, 1.0), "b h c t -> b (h c) t")
         return _zero_pad(self.proj_out(out), keep)
 
 

@@ -7,12 +7,16 @@ positions. Attention never attends to a False key, so padded positions cannot le
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from models.base import masked_mean
 
 __all__ = [
+    "attend",
+    "reference_attend",
     "FeedForward",
     "Attention",
     "TransformerBlock",
@@ -21,6 +25,70 @@ __all__ = [
     "masked_mean",
     "prepend_mask",
 ]
+
+
+# Scores one checkpointed chunk of queries may hold (see ``attend``): 16 Mi floats, 64 MB.
+CHUNK_SCORES = 2**24
+
+
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+          dropout_p: float, scale: float) -> torch.Tensor:
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
+                                          scale=scale)
+
+
+def attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
+    scale: float, dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """Scaled dot-product attention on (B, H, N, d) heads through torch's fused kernels.
+
+    ``key_mask`` (B, S) True on keys that may be attended to; a batch element with no valid
+    key attends to nothing and gets zeros (the fused kernels would give NaN: its mask is
+    opened for the kernel and its output zeroed). ``F.scaled_dot_product_attention`` picks
+    the flash or memory-efficient kernel where it can, so the (B, H, N, S) score tensor of
+    ``reference_attend`` is never held whole. One case has no fused kernel: attention
+    dropout in training off CUDA (the CPU flash kernel has no dropout, and the math path
+    keeps the whole probability tensor, and its dropout mask, for the backward pass). There
+    the queries go through in chunks of at most ``CHUNK_SCORES`` scores, each checkpointed:
+    its probabilities are recomputed in the backward pass, with the same dropout mask.
+    DashFusion at MOSI's lengths: ``python benchmarks/bench_train_step.py --preset mosi``.
+    """
+    mask = has_key = None
+    if key_mask is not None:
+        has_key = key_mask.any(dim=-1)  # (B,)
+        mask = (key_mask | ~has_key[:, None])[:, None, None, :]
+    b, h, n, _ = q.shape
+    per_query = b * h * k.shape[2]
+    if (dropout_p > 0 and q.device.type != "cuda" and torch.is_grad_enabled()
+            and n * per_query > CHUNK_SCORES):
+        step = max(1, CHUNK_SCORES // per_query)
+        out = torch.cat([
+            checkpoint(_sdpa, q[:, :, i:i + step], k, v, mask, dropout_p, scale,
+                       use_reentrant=False)
+            for i in range(0, n, step)
+        ], dim=2)
+    else:
+        out = _sdpa(q, k, v, mask, dropout_p, scale)
+    if has_key is None:
+        return out
+    return out * has_key[:, None, None, None].to(out.dtype)
+
+
+def reference_attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
+    scale: float, dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """``attend`` written out: the full score tensor, masked softmax, weighted sum. What the
+    models used before the fused kernels; tests and the benchmark compare against it."""
+    scores = torch.einsum("bhnd,bhsd->bhns", q, k) * scale  # (B, H, N, S)
+    if key_mask is None:
+        attn = scores.softmax(-1)
+    else:
+        keep = key_mask[:, None, None, :]  # (B, 1, 1, S)
+        attn = scores.masked_fill(~keep, torch.finfo(scores.dtype).min).softmax(-1) * keep
+    attn = F.dropout(attn, dropout_p) if dropout_p > 0 else attn
+    return torch.einsum("bhns,bhsd->bhnd", attn, v)
 
 
 class FeedForward(nn.Module):
@@ -78,14 +146,8 @@ class Attention(nn.Module):
         k, v = self.to_kv(context).chunk(2, dim=-1)
         k = rearrange(k, "b s (h d) -> b h s d", h=self.heads)  # (B, H, S, d)
         v = rearrange(v, "b s (h d) -> b h s d", h=self.heads)
-        scores = torch.einsum("bhnd,bhsd->bhns", q, k) * self.scale  # (B, H, N, S)
-        if key_mask is not None:
-            keep = key_mask[:, None, None, :]  # (B, 1, 1, S)
-            scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
-            attn = scores.softmax(dim=-1) * keep  # rows with no valid key become all-zero
-        else:
-            attn = scores.softmax(dim=-1)
-        out = torch.einsum("bhns,bhsd->bhnd", self.dropout(attn), v)
+        p = self.dropout.p if self.training else 0.0
+        out = attend(q, k, v, key_mask, self.scale, p)  # (B, H, N, d)
         return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
 
 

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, default_collate
 
 from models.base import DataSpec, MSAModel, masked_mean
-from models.layers import CrossBlock, FeedForward, SequenceEncoder, TransformerBlock
+from models.layers import CrossBlock, FeedForward, SequenceEncoder, TransformerBlock, attend
 from models.registry import register
 
 __all__ = [
@@ -153,18 +153,6 @@ def preset(dataset_name: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- blocks
 
 
-def _attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, scale: float
-) -> torch.Tensor:
-    """Scaled dot-product attention on (B, H, N, d) heads; False keys get no weight."""
-    scores = torch.einsum("bhnd,bhsd->bhns", q, k) * scale  # (B, H, N, S)
-    if key_mask is None:
-        return torch.einsum("bhns,bhsd->bhnd", scores.softmax(-1), v)
-    keep = key_mask[:, None, None, :]  # (B, 1, 1, S)
-    attn = scores.masked_fill(~keep, torch.finfo(scores.dtype).min).softmax(-1) * keep
-    return torch.einsum("bhns,bhsd->bhnd", attn, v)
-
-
 class TextProjector(nn.Module):
     """Two bias-free Linear + GELU layers, then LayerNorm (the authors' FeatureProjector)."""
 
@@ -199,7 +187,7 @@ class TemporalAlignment(nn.Module):
     ) -> torch.Tensor:
         k, v = kv(ctx).chunk(2, dim=-1)
         k, v = (rearrange(t, "b s (h d) -> b h s d", h=self.heads) for t in (k, v))
-        return _attend(q, k, v, mask, self.scale)  # (B, H, Lt, d)
+        return attend(q, k, v, mask, self.scale)  # (B, H, Lt, d)
 
     def forward(
         self,
@@ -242,7 +230,7 @@ class MultiContextBlock(nn.Module):
         for to_kv, (ctx, mask) in zip(self.to_kv, contexts, strict=True):
             k, v = to_kv(ctx).chunk(2, dim=-1)
             k, v = (rearrange(t, "b s (h d) -> b h s d", h=self.heads) for t in (k, v))
-            out = out + _attend(q, k, v, mask, self.scale)
+            out = out + attend(q, k, v, mask, self.scale)
         x = self.norm1(query + rearrange(out, "b h n d -> b n (h d)"))
         return self.norm2(x + self.drop(self.ff(x)))
 
@@ -537,10 +525,16 @@ class DashFusion(MSAModel):
     def encode(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Unimodal encoders + temporal alignment: sequences, masks and the 4 embeddings."""
         text_mask = batch["text_mask"].bool()
+        # The encoder reads the batch's used width only (the tokens up to the last real one
+        # of any clip): padding past it changes nothing but the cost (demo: 16 of 48).
+        width = text_mask.shape[1]
+        used = text_mask.any(0).nonzero()
+        n = int(used.max()) + 1 if len(used) else 1
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.finetune_text):
             hidden = self.text_encoder(
-                input_ids=batch["text_ids"].long(), attention_mask=text_mask.long()
-            ).last_hidden_state  # (B, Lt, H)
+                input_ids=batch["text_ids"][:, :n].long(), attention_mask=text_mask[:, :n].long()
+            ).last_hidden_state  # (B, n, H)
+        hidden = F.pad(hidden, (0, 0, 0, width - n))  # (B, Lt, H)
         # Zero the padded tokens so nothing downstream (alignment queries, HBF bottlenecks
         # taken from the first positions) can depend on what the padding holds.
         text = self.text_proj(hidden) * text_mask.unsqueeze(-1)  # (B, Lt, D)

@@ -118,6 +118,20 @@ def test_padding_does_not_change_eval_output(reg_model: DashFusion) -> None:
     torch.testing.assert_close(a["embeddings"], b["embeddings"], atol=1e-5, rtol=1e-5)
 
 
+def test_text_width_beyond_the_last_token_changes_nothing(reg_model: DashFusion) -> None:
+    """The text encoder reads only up to the batch's last real token: the same clips with
+    20 more padding columns give the same output."""
+    reg_model.eval()
+    batch = collate(make_samples(5, seed=4))
+    wide = dict(batch)
+    for key, fill in (("text_ids", 0), ("text_mask", False)):
+        pad = torch.full((5, 20), fill, dtype=batch[key].dtype)
+        wide[key] = torch.cat([batch[key], pad], dim=1)
+    with torch.no_grad():
+        a, b = reg_model(batch)["pred"], reg_model(wide)["pred"]
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
 def test_reads_tokens_as_it_declares(reg_model: DashFusion) -> None:
     """The robustness stage masks token ids with [UNK] for a model that declares it reads
     them; DashFusion's output does change with them."""

@@ -23,7 +23,7 @@ from msaflow.schema import Params
 from tasks.formats.dataset import H5Dataset
 from tasks.metrics import compute_metrics, scheme_for
 from tasks.training import checkpoint
-from tasks.training.module import torch_device
+from tasks.training.devices import torch_device
 
 # Summary columns per kind of metrics.json: (split, metric, header).
 SUMMARY_COLUMNS = {
@@ -72,10 +72,7 @@ def _mean_std(per_seed: list[dict[str, float]]) -> dict[str, float | None]:
 def evaluate_model(params: Params, paths: Paths, model_name: str) -> dict[str, Any]:
     """Score every seed of ``model_name`` on ``evaluate.splits``; write the model's reports."""
     seeds = list(params.train.seeds)
-    ckpts = [paths.checkpoints(model_name) / f"seed{s}.ckpt" for s in seeds]
-    missing = [str(p) for p in ckpts if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"{model_name}: checkpoint(s) missing {missing}; run `train`")
+    ckpts = checkpoint.seed_paths(paths.checkpoints(model_name), model_name, seeds)
     device = torch_device(params.train.accelerator)
     scheme = scheme_for(tuple(params.dataset.label_range))
     splits = list(params.evaluate.splits)

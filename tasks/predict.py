@@ -41,7 +41,7 @@ from tasks.formats.hdf5 import NORM_STREAMS, SplitWriter
 from tasks.metrics import SIMS_BINS, scheme_for
 from tasks.training.checkpoint import forward
 from tasks.training.checkpoint import load as load_checkpoint
-from tasks.training.module import torch_device
+from tasks.training.devices import torch_device
 
 # Keys of the params `extract` section that never change a clip's features.
 RUN_KEYS = ("workers", "fail_fast", "max_failed_fraction")

@@ -44,7 +44,7 @@ from msaflow.schema import Params
 from tasks.formats.dataset import H5Dataset
 from tasks.metrics import compute_metrics, scheme_for
 from tasks.training import checkpoint
-from tasks.training.module import torch_device
+from tasks.training.devices import torch_device
 
 MODALITIES: tuple[str, ...] = ("text", "audio", "vision")
 _STREAMS = {"text": ("words",), "audio": ("audio",), "vision": ("vision",)}
@@ -167,10 +167,7 @@ def evaluate_robustness(params: Params, paths: Paths, model_name: str) -> dict[s
     """Score every seed of ``model_name`` under every condition; write the model's reports."""
     cfg = params.robustness
     seeds = list(params.train.seeds)
-    ckpts = [paths.checkpoints(model_name) / f"seed{s}.ckpt" for s in seeds]
-    missing = [str(p) for p in ckpts if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"{model_name}: checkpoint(s) missing {missing}; run `train`")
+    ckpts = checkpoint.seed_paths(paths.checkpoints(model_name), model_name, seeds)
     device = torch_device(params.train.accelerator)
     scheme = scheme_for(tuple(params.dataset.label_range))
     conds = conditions(params)

@@ -40,7 +40,8 @@ from msaflow.schema import Params
 from tasks.formats.dataset import CacheFormatError, H5Dataset, collate, read_spec
 from tasks.metrics import scheme_for, selection_metric
 from tasks.training import checkpoint
-from tasks.training.module import MSAModule, resolve_accelerator
+from tasks.training.devices import resolve_accelerator
+from tasks.training.module import MSAModule
 
 
 def balanced_class_weights(

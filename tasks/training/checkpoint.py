@@ -49,6 +49,15 @@ def read(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def seed_paths(folder: Path, model_name: str, seeds: list[int]) -> list[Path]:
+    """``folder/seed<k>.ckpt`` for every seed, all present (else the error names them)."""
+    ckpts = [folder / f"seed{s}.ckpt" for s in seeds]
+    missing = [str(p) for p in ckpts if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{model_name}: checkpoint(s) missing {missing}; run `train`")
+    return ckpts
+
+
 def load(path: str | Path) -> tuple[MSAModel, dict[str, Any]]:
     """Rebuild a trained model (eval mode, CPU) from a ``seed<k>.ckpt`` via the registry."""
     ckpt = read(path)

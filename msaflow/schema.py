@@ -231,10 +231,28 @@ class TrainParams(_Section):
     lr: float = Field(gt=0)
     weight_decay: float = Field(ge=0)
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    # Scale (docs/scaling.md): processes per node, nodes, Lightning strategy, precision.
+    devices: int = Field(1, ge=1)
+    num_nodes: int = Field(1, ge=1)
+    strategy: Literal["auto", "ddp"] = "auto"
+    precision: Literal["32-true", "16-mixed", "bf16-mixed"] = "32-true"
     num_workers: int = Field(ge=0)
     # Cross-entropy class weights (classification): none | balanced (inverse class frequency
     # of the train split, mean 1; tasks/train.py) | one non-negative weight per class.
     class_weights: str | tuple[float, ...] = "none"
+
+    @model_validator(mode="after")
+    def _scale(self) -> TrainParams:
+        processes = self.devices * self.num_nodes
+        if self.strategy == "ddp" and processes == 1:
+            raise ValueError(
+                "strategy: 'ddp' needs more than one process (train.devices × "
+                "train.num_nodes is 1); set train.devices: 2 or more, or strategy: auto")
+        if self.strategy == "auto" and processes > 1:
+            raise ValueError(
+                f"strategy: train.devices × train.num_nodes = {processes} processes need "
+                "strategy: ddp (Lightning's DistributedDataParallel)")
+        return self
 
     @field_validator("models", "seeds")
     @classmethod

@@ -40,7 +40,7 @@ from msaflow.schema import Params
 from tasks.formats.dataset import CacheFormatError, H5Dataset, collate, read_spec
 from tasks.metrics import scheme_for, selection_metric
 from tasks.training import checkpoint
-from tasks.training.devices import resolve_accelerator
+from tasks.training.devices import resolve_accelerator, trainer_scale
 from tasks.training.module import MSAModule
 
 
@@ -102,9 +102,11 @@ def class_weights(params: Params, h5: Path, spec: DataSpec) -> list[float] | Non
 
 
 def params_hash(
-    model_name: str, config: Any, settings: TrainerSettings, seed: int, spec: DataSpec
+    model_name: str, config: Any, settings: TrainerSettings, seed: int, spec: DataSpec,
+    scale: dict[str, Any] | None = None,
 ) -> str:
-    """What makes a seed's checkpoint current: model, config, trainer, seed, data, loss."""
+    """What makes a seed's checkpoint current: model, config, trainer, seed, data, loss, and
+    ``scale``: the processes and precision it trained with, when not one fp32 process."""
     parts: list[Any] = [
         model_name,
         dataclasses.asdict(config),
@@ -118,6 +120,8 @@ def params_hash(
     weights = spec.extra.get("class_weights")
     if weights is not None:  # only weighted runs add a part: unweighted hashes stay as they were
         parts.append({"class_weights": [float(w) for w in weights]})
+    if scale:  # likewise: one fp32 process adds nothing
+        parts.append({"scale": dict(sorted(scale.items()))})
     return text_digest(*parts)
 
 
@@ -163,6 +167,16 @@ def _dvclive_logger(live_dir: Path, resume: bool) -> Any:
     return DVCLiveLogger(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, resume=resume)
 
 
+def _scale_note(train: Any) -> str:
+    """What the progress line says about scale when it is not one fp32 process."""
+    parts = []
+    if train.strategy == "ddp":
+        parts.append(f"ddp over {train.devices} process(es) × {train.num_nodes} node(s)")
+    if train.precision != "32-true":
+        parts.append(train.precision)
+    return ", ".join(parts)
+
+
 def train_seed(
     *,
     model_name: str,
@@ -189,6 +203,7 @@ def train_seed(
 
     L.seed_everything(seed, workers=True, verbose=False)
     accelerator = resolve_accelerator(params.train.accelerator)
+    scale = trainer_scale(params.train, accelerator)
     if accelerator == "gpu":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     model = registry.build(model_name, spec, config)
@@ -230,6 +245,7 @@ def train_seed(
     print(
         f"[{model_name} seed {seed}] {n_params:,} trainable parameters, {len(train_ds)} train / "
         f"{len(valid_ds)} valid clips, {accelerator}"
+        + (f", {scale_note}" if (scale_note := _scale_note(params.train)) else "")
         + (f", resuming from {last}" if resume else ""),
         flush=True,
     )
@@ -238,7 +254,7 @@ def train_seed(
         trainer = L.Trainer(
             max_epochs=settings.max_epochs,
             accelerator=accelerator,
-            devices=1,
+            **scale,
             # Deterministic kernels are free on CPU; on GPU only warn where none exists.
             deterministic=True if accelerator == "cpu" else "warn",
             callbacks=[keeper, early],
@@ -256,6 +272,9 @@ def train_seed(
     if not best_path or not Path(best_path).is_file():
         raise RuntimeError(f"{model_name} seed {seed}: no best checkpoint in {work}")
     best = torch.load(best_path, map_location="cpu", weights_only=False)  # Lightning's own
+    epochs_run = int(trainer.current_epoch)
+    if params.train.strategy == "ddp":  # the epochs ran in the processes; their last state:
+        epochs_run = int(torch.load(last, map_location="cpu", weights_only=False)["epoch"]) + 1
     state = {
         k.removeprefix("model."): v.cpu()
         for k, v in best["state_dict"].items()
@@ -274,7 +293,7 @@ def train_seed(
         "state_dict": state,
         "seed": seed,
         "epoch": int(best["epoch"]),
-        "epochs_run": int(trainer.current_epoch),
+        "epochs_run": epochs_run,
         "selection": {"metric": monitor, "mode": mode},
         "valid": valid,
     }
@@ -284,7 +303,7 @@ def train_seed(
     if work.parent.is_dir() and not any(work.parent.iterdir()):
         work.parent.rmdir()
     seconds = time.perf_counter() - start
-    epochs = max(1, trainer.current_epoch)
+    epochs = max(1, epochs_run)
     print(
         f"[{model_name} seed {seed}] best epoch {payload['epoch'] + 1}: {monitor} "
         f"{valid.get(metric, float('nan')):.4f}; {seconds:.1f} s ({seconds / epochs:.2f} s/epoch)"
@@ -329,8 +348,11 @@ def train_model(params: Params, paths: Paths, model_name: str) -> dict[str, Any]
     start = time.perf_counter()
     # The curves folder is a stage output even when every seed is already up to date.
     (paths.report(model_name) / "train").mkdir(parents=True, exist_ok=True)
+    t = params.train
+    scale = {k: v for k, v in (("processes", t.devices * t.num_nodes),
+                               ("precision", t.precision)) if v not in (1, "32-true")}
     for seed in params.train.seeds:
-        phash = params_hash(model_name, config, settings, seed, spec)
+        phash = params_hash(model_name, config, settings, seed, spec, scale)
         final = paths.checkpoints(model_name) / f"seed{seed}.ckpt"
         if final.is_file():
             old = torch.load(final, map_location="cpu", weights_only=True)

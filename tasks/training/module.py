@@ -79,17 +79,19 @@ class MSAModule(L.LightningModule):
         out = self.model(batch)
         loss, parts = self.model.loss(batch, out)
         bs = len(batch["label"])
-        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, batch_size=bs)
+        sync = self.trainer.world_size > 1  # DDP: the mean over every process's batches
+        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, batch_size=bs,
+                 sync_dist=sync)
         for name, value in parts.items():
             if name != "task":
-                self.log(
-                    f"{split}/loss_{name}", value, on_step=False, on_epoch=True, batch_size=bs
-                )
+                self.log(f"{split}/loss_{name}", value, on_step=False, on_epoch=True,
+                         batch_size=bs, sync_dist=sync)
         if split == "train":
             self._train_loss.append(float(loss.detach()))
         else:
             self._outputs.setdefault(split, []).append(
-                (self._target(batch).detach().cpu(), out["pred"].detach().float().cpu())
+                (self._target(batch).detach().cpu(), out["pred"].detach().float().cpu(),
+                 batch["index"].detach().cpu())
             )
         return loss
 
@@ -106,8 +108,16 @@ class MSAModule(L.LightningModule):
         outputs = self._outputs.pop(split, [])
         if not outputs:
             return
-        y = torch.cat([o[0] for o in outputs]).numpy()
-        p = torch.cat([o[1] for o in outputs]).numpy()
+        y, p, index = (torch.cat([o[i] for o in outputs]) for i in range(3))
+        if self.trainer.world_size > 1:
+            # DDP: each process saw its shard (padded to equal sizes with repeated clips):
+            # gather every shard, keep each clip once, so every process computes the metrics
+            # of the whole split, the same numbers, and selects the same epoch.
+            y, p, index = (self.all_gather(t.to(self.device)).flatten(0, 1).cpu()
+                           for t in (y, p, index))
+            _, first = np.unique(index.numpy(), return_index=True)
+            y, p = y[first], p[first]
+        y, p = y.numpy(), p.numpy()
         metrics = compute_metrics(self.task, self.scheme, self.class_names, y, p)
         self.last_metrics[split] = metrics
         self.log_dict({f"{split}/{k}": v for k, v in metrics.items()})
@@ -126,7 +136,7 @@ class MSAModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         # Runs after this epoch's validation, so the line has both sides and the full time.
-        if not self.verbose:
+        if not self.verbose or not self.trainer.is_global_zero:
             return
         name, _ = self.selection
         valid = self.last_metrics.get("valid", {}).get(name, float("nan"))

@@ -1,33 +1,99 @@
-"""Stage `extract`: audio, vision and text features per clip (mapped, cached) → .csd."""
+"""Stage `extract`: audio, vision and text features per clip (mapped, cached) → .csd.
+
+Clips fan out on Prefect's thread pool (``extract.runner: threads``, ``extract.workers``
+threads in this process) or on Dask through prefect-dask (``extract.runner: dask``: a local
+cluster of ``extract.workers`` single-threaded processes, or the running scheduler at
+``extract.dask.address``, whose workers need this project installed and the dataset and
+``data/interim`` on a shared filesystem). Either way each clip's features land in the
+content-addressed cache and the ``.csd`` files are written here, in manifest order: the same
+bytes whichever runner computed them.
+"""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
 
 from prefect import flow, task, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.common import load, publish_markdown, summary_markdown
+from msaflow.errors import ParamsError
 from msaflow.schema import ExtractParams
 from tasks import extract
+from tasks.contracts import ExtractionFailed
 
 
 @task(name="extract-clip", retries=1, retry_delay_seconds=1)
 def extract_clip_task(row: dict, cfg: ExtractParams, cache_dir: Path) -> dict:
     """Features of one clip (or its cached copy); failures are reported, not raised."""
+    if cfg.runner == "dask":
+        import torch
+        from threadpoolctl import threadpool_limits
+
+        # A worker process extracts for this stage only: one torch and one BLAS thread for
+        # good, as the thread runner's clips have (tasks.extract.single_threaded), so the
+        # sums add up in the same order and the features are the same bytes.
+        torch.set_num_threads(1)
+        threadpool_limits(limits=1)
     return extract.extract_clip(row, cfg, cache_dir)
+
+
+def check_scheduler(address: str, timeout: float = 5.0) -> None:
+    """A clear error, naming the key, when nothing listens at a tcp:// scheduler address."""
+    url = urlparse(address)
+    if url.scheme != "tcp" or not url.hostname:
+        return  # other protocols (tls://, ucx://, inproc://): Dask's own error will do
+    try:
+        with socket.create_connection((url.hostname, url.port or 8786), timeout=timeout):
+            pass
+    except OSError as err:
+        raise ParamsError(
+            f"extract.dask.address: no Dask scheduler answers at {address} ({err}); start "
+            "one (`dask scheduler`, then `dask worker <address>` on each machine) or set "
+            "extract.dask.address: '' for a local cluster of extract.workers processes"
+        ) from None
+
+
+def task_runner(cfg: ExtractParams) -> Any:
+    """The Prefect task runner ``extract.runner`` names."""
+    if cfg.runner == "threads":
+        return ThreadPoolTaskRunner(max_workers=cfg.workers)
+    from prefect_dask import DaskTaskRunner
+
+    if cfg.dask.address:
+        check_scheduler(cfg.dask.address)
+        return DaskTaskRunner(address=cfg.dask.address)
+    return DaskTaskRunner(cluster_kwargs={
+        "n_workers": cfg.workers, "threads_per_worker": 1, "processes": True,
+        "dashboard_address": None,
+    })
 
 
 @flow(name="extract", log_prints=True)
 def extract_flow(params_path: str = "params.yaml", overrides: dict | None = None) -> dict:
     """Extract every clip of the manifest, clip-parallel, then write one .csd per feature set."""
     params, paths = load(params_path, overrides)
+    dask = params.extract.runner == "dask"
 
     def map_clips(rows: list[dict]) -> list[dict]:
-        futures = extract_clip_task.map(
-            rows, unmapped(params.extract), unmapped(paths.extract_cache)
-        )
-        return [f.result() for f in futures]
+        # Dask workers may run elsewhere (another machine, another working directory):
+        # they get absolute paths.
+        cache = paths.extract_cache.resolve() if dask else paths.extract_cache
+        sent = [dict(r, media=str(Path(r["media"]).resolve())) if dask else r for r in rows]
+        futures = extract_clip_task.map(sent, unmapped(params.extract), unmapped(cache))
+        results = []
+        for row, future in zip(rows, futures, strict=True):
+            try:
+                results.append(future.result())
+            except ExtractionFailed:
+                raise  # extract.fail_fast
+            except Exception as err:  # the run itself was lost (a worker died twice...)
+                results.append(extract.lost_clip(row, f"not extracted: {type(err).__name__}: "
+                                                      f"{err}"))
+        return results
 
     summary = extract.run(params, paths, map_fn=map_clips)
     publish_markdown("extract-summary", summary_markdown("Extraction", summary))
@@ -36,8 +102,7 @@ def extract_flow(params_path: str = "params.yaml", overrides: dict | None = None
 
 
 def run(params_path: str = "params.yaml", overrides: dict | None = None) -> dict:
-    """Run the flow with as many worker threads as ``extract.workers``."""
+    """Run the flow on the task runner ``extract.runner`` names."""
     params, _ = load(params_path, overrides)
-    runner = ThreadPoolTaskRunner(max_workers=params.extract.workers)
+    runner = task_runner(params.extract)
     return extract_flow.with_options(task_runner=runner)(params_path, overrides)
-

@@ -194,8 +194,19 @@ class TextParams(_Section):
         return self
 
 
+class DaskParams(_Section):
+    """``extract.runner: dask``: where the clips go (docs/scaling.md)."""
+
+    # "" = a local cluster of extract.workers processes; else a running scheduler's address
+    address: str = Field("", pattern=r"^$|^[a-z]+://\S+$")
+
+
 class ExtractParams(_Section):
     workers: int = Field(ge=1)
+    # threads: extract.workers threads in the stage's process; dask: Dask workers (a local
+    # cluster of extract.workers processes, or the scheduler at extract.dask.address)
+    runner: Literal["threads", "dask"] = "threads"
+    dask: DaskParams = DaskParams()
     fail_fast: bool
     max_failed_fraction: float = Field(ge=0, le=1)
     audio: AudioParams

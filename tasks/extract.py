@@ -9,6 +9,7 @@ the cached arrays into one MMSDK computational sequence per feature set.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -177,6 +178,20 @@ def extract_clip(row: dict, cfg: ExtractParams, cache_dir: Path) -> dict:
     return result
 
 
+def lost_clip(row: dict, reason: str) -> dict:
+    """The result of a clip whose run never came back (its worker died twice, say): every
+    modality failed with ``reason``, so it is reported like any failed clip; what it had
+    cached stays, and a rerun computes only what is missing."""
+    return {
+        "clip_id": str(row["clip_id"]),
+        "seconds": 0.0,
+        "status": dict.fromkeys(MODALITIES, "failed"),
+        "errors": [{"modality": m, "severity": "error", "error": reason} for m in MODALITIES],
+        "keys": {},
+        "missing": [],
+    }
+
+
 def outputs(cfg: ExtractParams) -> dict[str, tuple[str, Output]]:
     """``{.csd stem: (modality, output)}`` of every sequence this stage writes."""
     return {
@@ -321,19 +336,26 @@ def _thread_map(cfg: ExtractParams, cache_dir: Path) -> MapFn:
     return map_rows
 
 
-def _one_torch_thread(map_fn: MapFn, rows: list[dict]) -> list[dict]:
-    """Run ``map_fn`` with one torch intra-op thread, restoring the setting afterwards.
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """One torch intra-op thread and one BLAS / OpenMP thread while clips are extracted,
+    restoring the settings afterwards.
 
-    Parallelism here is across clips; a clip's encoder batch is a few dozen tokens, where
+    Parallelism here is across clips. A clip's encoder batch is a few dozen tokens, where
     intra-op threads only add synchronisation, and with clip workers they oversubscribe the
-    cores (measured on 2 busy cores: 400 ms per clip with 2 threads, 9 ms with 1).
+    cores (measured on 2 busy cores: 400 ms per clip with 2 threads, 9 ms with 1). BLAS
+    threads change how librosa's sums are split (3.8e-6 apart with 2 threads or 1): one
+    thread makes the features the same bytes whatever the machine's core count, and the same
+    as a Dask worker's (whose processes run one BLAS thread).
     """
     import torch
+    from threadpoolctl import threadpool_limits
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return map_fn(rows)
+        with threadpool_limits(limits=1):
+            yield
     finally:
         torch.set_num_threads(before)
 
@@ -351,7 +373,8 @@ def extract_media(params: Params, paths: Paths, map_fn: MapFn | None = None) -> 
     for row in rows:
         media = Path(row["media"])
         row["media"] = str(media if media.is_absolute() else paths.base / media)
-    results = _one_torch_thread(map_fn or _thread_map(cfg, paths.extract_cache), rows)
+    with single_threaded():
+        results = (map_fn or _thread_map(cfg, paths.extract_cache))(rows)
     written = write_outputs(
         manifest,
         results,

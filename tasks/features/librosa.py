@@ -95,6 +95,9 @@ def extract_audio(
     keys=("sample_rate", "hop_seconds"),
     description="librosa 20 MFCC + zero-crossing rate + 12 chroma-CQT per hop",
     dims=lambda section, width: list(DIM_NAMES),
+    # computed with one BLAS thread (tasks.extract.single_threaded): features from before,
+    # with the machine's default thread count, differ in the last bits and are recomputed
+    identity=lambda section: {"blas_threads": 1},
 )
 def compute(clip: ClipInput, section: Any) -> tuple[dict[str, np.ndarray], list[str]]:
     """One clip's rows at ``extract.audio.hop_seconds`` from its mono audio."""

@@ -268,6 +268,8 @@ def train_seed(
         trainer.fit(module, train_dl, valid_dl, ckpt_path=str(last) if resume else None)
     if trainer.interrupted:
         raise RuntimeError(f"{model_name} seed {seed}: training interrupted; rerun to resume")
+    if trainer.global_rank != 0:  # launched by torchrun / srun: rank 0 writes the checkpoint
+        return {"seed": seed, "rank": trainer.global_rank}
     best_path = keeper.best_model_path
     if not best_path or not Path(best_path).is_file():
         raise RuntimeError(f"{model_name} seed {seed}: no best checkpoint in {work}")

@@ -75,27 +75,50 @@ def _child(job: dict) -> dict:
         if len(batches) == job["steps"] + 2:
             break
     set_up = _rss_mb()
+    ms, gpu_peak = step_loop(model, opt, batches, device)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    out = {"ms": ms, "peak_mb": peak, "growth_mb": peak - set_up}
+    if device == "cuda":
+        out["peak_mb"] = out["growth_mb"] = gpu_peak
+    return out
+
+
+def step_loop(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, batches: list[dict], device: str,
+    precision: str = "32-true", warm_up: int = 2,
+) -> tuple[float, float]:
+    """Mean ms per training step (forward, loss, backward, optimizer) over ``batches`` after
+    ``warm_up`` steps, and the peak GPU memory allocated in MB (0 on CPU). ``precision``
+    ``bf16-mixed`` / ``16-mixed``: under torch.autocast, as Lightning runs them."""
+    import contextlib
+
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+    scaler = torch.amp.GradScaler(device) if precision == "16-mixed" else None
     times = []
     for i, b in enumerate(batches):
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        loss, _ = model.loss(b, model(b))
+        cast = (torch.autocast(device, dtype=dtype) if dtype is not None
+                else contextlib.nullcontext())
+        with cast:
+            loss, _ = model.loss(b, model(b))
         opt.zero_grad()
-        loss.backward()
-        opt.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
         if device == "cuda":
             torch.cuda.synchronize()
-        if i >= 2:
+        if i >= warm_up:
             times.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    out = {"ms": 1000 * sum(times) / len(times), "peak_mb": peak, "growth_mb": peak - set_up}
-    if device == "cuda":
-        out["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        out["growth_mb"] = out["peak_mb"]
-    return out
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else 0.0
+    return 1000 * sum(times) / max(1, len(times)), peak
 
 
 def main() -> None:

@@ -275,8 +275,8 @@ def train_seed(
         raise RuntimeError(f"{model_name} seed {seed}: no best checkpoint in {work}")
     best = torch.load(best_path, map_location="cpu", weights_only=False)  # Lightning's own
     epochs_run = int(trainer.current_epoch)
-    if params.train.strategy == "ddp":  # the epochs ran in the processes; their last state:
-        epochs_run = int(torch.load(last, map_location="cpu", weights_only=False)["epoch"]) + 1
+    if params.train.strategy == "ddp":  # the epochs ran in the spawned processes
+        epochs_run = int(trainer.callback_metrics.get("epochs_done", epochs_run))
     state = {
         k.removeprefix("model."): v.cpu()
         for k, v in best["state_dict"].items()

@@ -142,6 +142,25 @@ def test_dvc_repro_end_to_end(tmp_path: Path) -> None:
     assert "up to date" in forced.stdout + forced.stderr
     assert json.loads(_run([str(BIN / "dvc"), "status", "--json"], repo, env).stdout) == {}
 
+    # Sharing results (docs/scaling.md): push every cached output to a DVC remote (a local
+    # folder here; s3://, ssh://... alike); a fresh clone pulls them and has nothing to redo.
+    remote = tmp_path / "remote"
+    _run([str(BIN / "dvc"), "remote", "add", "-d", "shared", str(remote)], repo, env)
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", "results and remote"], repo, env)
+    pushed = _run([str(BIN / "dvc"), "push"], repo, env)
+    assert "pushed" in pushed.stdout + pushed.stderr and any(remote.rglob("*"))
+    clone = tmp_path / "clone"
+    _run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
+    clone_env = dict(env, PYTHONPATH=str(clone))
+    _run([str(BIN / "dvc"), "pull"], clone, clone_env)
+    assert (clone / "data/checkpoints/demo/late_fusion/seed0.ckpt").read_bytes() == (
+        repo / "data/checkpoints/demo/late_fusion/seed0.ckpt").read_bytes()
+    assert json.loads(_run([str(BIN / "dvc"), "status", "--json"], clone, clone_env).stdout
+                      or "{}") == {}
+    again = _run([str(BIN / "dvc"), "repro"], clone, clone_env)
+    assert "Running stage" not in again.stdout, again.stdout
+
     # A training param re-runs only train/evaluate (+ the report that reads them).
     raw["train"]["max_epochs"] = 3
     (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))

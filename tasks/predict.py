@@ -12,11 +12,10 @@ file the user names.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ from tasks.training.checkpoint import load as load_checkpoint
 from tasks.training.devices import torch_device
 
 # Keys of the params `extract` section that never change a clip's features.
-RUN_KEYS = ("workers", "fail_fast", "max_failed_fraction")
+RUN_KEYS = ("workers", "runner", "dask", "fail_fast", "max_failed_fraction")
 # Keys that only decide how a clip without a transcript gets one: predict may choose them.
 ASR_KEYS = ("extract.text.asr", "extract.text.asr_model")
 SPLIT = "test"  # the scratch file's one split (any of the loader's split names would do)
@@ -531,18 +530,6 @@ def format_table(entries: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-@contextlib.contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """One intra-op thread while extracting, as the extract stage runs its extractors (the
-    same numerics, and faster for one clip's tiny encoder batches)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def predict_videos(
     params: Params,
     paths: Paths,
@@ -605,7 +592,7 @@ def predict_videos(
                     None if said is None else str(transcripts) if table is not None else "--text"
                 )
                 try:
-                    with _one_torch_thread():
+                    with extract.single_threaded():  # the stage's numerics
                         got = featurize(Path(video), said, extract_cfg, features_dir,
                                         ens.spec, params.predict.allow_absent)
                     if said is None and got.transcript is not None:

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_train_step.py [--preset demo|mosi|mosei] [--batch 16] [--steps 10]
                                           [--models a,b] [--attention both|fused|reference]
+                                          [-S models.dashfusion.activation_checkpointing=true]
 
 Each model is built as training builds it (train.* < the model's preset for ``--preset`` <
 ``models.<name>`` of params.yaml) on a synthetic cache with the preset's sequence lengths
@@ -60,7 +61,7 @@ def _child(job: dict) -> dict:
         models.layers.attend = models.layers.reference_attend
         models.dashfusion.attend = models.layers.reference_attend
     torch.manual_seed(0)
-    params = load_params(ROOT / "params.yaml", {"dataset.name": job["preset"]})
+    params = load_params(ROOT / "params.yaml", {"dataset.name": job["preset"], **job["set"]})
     _, config = resolve_model(params, job["model"], check_variant=False)
     device, h5 = job["device"], Path(job["h5"])
     model = registry.build(job["model"], read_spec(h5), config).to(device)
@@ -134,12 +135,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--models", default="")
     parser.add_argument("--attention", default="both", choices=("both", "fused", "reference"))
+    parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a param for this run, e.g. "
+                             "models.dashfusion.activation_checkpointing=true")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(_child(json.loads(args.child))))
         return
-    params = load_params(ROOT / "params.yaml", {"dataset.name": args.preset})
+    import yaml
+
+    sets = {k: yaml.safe_load(v) for k, _, v in (x.partition("=") for x in args.set)}
+    params = load_params(ROOT / "params.yaml", {"dataset.name": args.preset, **sets})
     names = args.models.split(",") if args.models else list(params.train.models)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     kinds = ["reference", "fused"] if args.attention == "both" else [args.attention]
@@ -160,6 +167,7 @@ def main() -> None:
                 for kind in kinds:
                     job = {"model": name, "attention": kind, "device": device,
                            "preset": args.preset, "batch": args.batch, "steps": args.steps,
+                           "set": sets,
                            "h5": str(files[settings.variant])}
                     run = subprocess.run(
                         [sys.executable, __file__, "--child", json.dumps(job)],

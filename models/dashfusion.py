@@ -70,6 +70,9 @@ class DashFusionConfig:
     finetune_text: bool = True  # fine-tune the text encoder (paper) or keep it frozen
     head_lr: float | None = None  # lr of everything but the text encoder (None: trainer's lr)
     table_chunk: int = 1024  # anchor rows per matmul while building the table (memory bound)
+    # recompute the audio/vision encoder layers and the text encoder's in the backward pass
+    # instead of keeping their activations: memory for time (docs/scaling.md)
+    activation_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         checks = {
@@ -473,6 +476,9 @@ class DashFusion(MSAModel):
             # Only the last hidden states are used; an unused pooler would sit in the
             # optimiser with no gradient.
             self.text_encoder.pooler = None
+        if cfg.activation_checkpointing and cfg.finetune_text:
+            self.text_encoder.activation_checkpointing_enable(
+                activation_checkpointing_kwargs={"use_reentrant": False})
         if not cfg.finetune_text:
             self.text_encoder.requires_grad_(False)
         # from_pretrained returns the encoder in eval mode; a fine-tuned one must follow this
@@ -485,6 +491,7 @@ class DashFusion(MSAModel):
                 spec.dims[stream], d, max_len=spec.seq_len[stream], layers=cfg.encoder_layers,
                 heads=cfg.heads, ff_dim=cfg.ff_dim, dropout=cfg.encoder_dropout,
                 layer_dropout=cfg.encoder_layer_dropout,
+                checkpoint_layers=cfg.activation_checkpointing,
             )
 
         self.audio_encoder = seq_encoder("audio")

@@ -321,3 +321,29 @@ def test_the_table_pass_leaves_the_shuffle_order_alone() -> None:
     before = gen.get_state().clone()
     model.on_train_epoch_start(0, loader)
     assert torch.equal(gen.get_state(), before)
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients() -> None:
+    """Recomputed in the backward pass, with the same dropout masks: nothing changes but
+    the memory."""
+    samples = make_samples(6, seed=5)
+    loader = DataLoader(samples, batch_size=6, collate_fn=collate)
+    batch = collate(samples)
+    grads = []
+    for recompute in (False, True):
+        torch.manual_seed(0)
+        model = DashFusion(make_spec(), DashFusionConfig(**TINY,
+                                                         activation_checkpointing=recompute))
+        assert model.audio_encoder.checkpoint_layers is recompute
+        model.on_train_epoch_start(0, loader)
+        model.train()
+        torch.manual_seed(1)
+        loss, _ = model.loss(batch, model(batch))
+        loss.backward()
+        grads.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                      if p.grad is not None}))
+    (loss_a, a), (loss_b, b) = grads
+    torch.testing.assert_close(loss_a, loss_b, atol=1e-6, rtol=1e-6)
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-5, msg=name)

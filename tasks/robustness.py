@@ -173,6 +173,9 @@ def evaluate_robustness(params: Params, paths: Paths, model_name: str) -> dict[s
     conds = conditions(params)
     # (condition name, split) → one metrics dict per seed × draw
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
+    # each split is read and collated once for every seed and condition (when it is held in
+    # memory anyway; a split too large for that is read anew, lazily, each time)
+    held: dict[tuple[Path, str, bool], H5Dataset | list[dict[str, Any]]] = {}
     task, started = "regression", time.perf_counter()
     for path in ckpts:
         model, ckpt = checkpoint.load(path)
@@ -185,7 +188,10 @@ def evaluate_robustness(params: Params, paths: Paths, model_name: str) -> dict[s
         unk = _unk_id(model.spec.text_encoder) if model.reads_tokens else None
         std = _noise_std(h5, normalize, model.spec.dims)
         for split in cfg.splits:
-            data = H5Dataset(h5, split, normalize=normalize)
+            if (h5, split, normalize) not in held:
+                data = H5Dataset(h5, split, normalize=normalize)
+                held[h5, split, normalize] = checkpoint.batches(data) if data.preloaded else data
+            data = held[h5, split, normalize]
             clean: dict[str, float] | None = None
             for cond in conds:
                 draws = 1 if cond.kind == "absent" or cond.level <= 0 else cfg.draws
@@ -202,6 +208,8 @@ def evaluate_robustness(params: Params, paths: Paths, model_name: str) -> dict[s
                         if cond.kind != "absent" and cond.level <= 0:
                             clean = metrics
                     results.setdefault((cond.name, split), []).append(metrics)
+    for data in held.values():
+        if isinstance(data, H5Dataset):
             data.close()
     seconds = time.perf_counter() - started
     key = headline(task, scheme)

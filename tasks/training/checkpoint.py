@@ -78,21 +78,28 @@ def class_names(ckpt: dict[str, Any]) -> list[str]:
     return names
 
 
+def batches(dataset: H5Dataset) -> list[dict[str, Any]]:
+    """A split's batches as ``forward`` reads them, collated once: for scoring one split
+    many times (the robustness stage's 60-odd conditions) without collating it each time."""
+    return list(DataLoader(dataset, batch_size=EVAL_BATCH, shuffle=False, collate_fn=collate))
+
+
 @torch.no_grad()
 def forward(
-    model: MSAModel, dataset: H5Dataset, device: str = "cpu",
+    model: MSAModel, data: H5Dataset | list[dict[str, Any]], device: str = "cpu",
     transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Eval-mode predictions of a split: (clip ids, targets, (N,) preds or (N, C) logits).
 
-    ``transform`` changes each batch before the model sees it (the robustness stage's
-    missing and noisy modalities); batches come in the split's order, 64 at a time.
+    ``data``: the split, or its ``batches``. ``transform`` changes each batch (a copy)
+    before the model sees it (the robustness stage's missing and noisy modalities); batches
+    come in the split's order, 64 at a time.
     """
     model.eval().to(device)
     ids: list[str] = []
     targets, preds = [], []
     classification = model.spec.task == "classification"
-    loader = DataLoader(dataset, batch_size=EVAL_BATCH, shuffle=False, collate_fn=collate)
+    loader = data if isinstance(data, list) else batches(data)
     for batch in loader:
         if transform is not None:
             batch = transform(batch)

@@ -29,15 +29,9 @@ from tasks.contracts import ExtractionFailed
 @task(name="extract-clip", retries=1, retry_delay_seconds=1)
 def extract_clip_task(row: dict, cfg: ExtractParams, cache_dir: Path) -> dict:
     """Features of one clip (or its cached copy); failures are reported, not raised."""
-    if cfg.runner == "dask":
-        import torch
-        from threadpoolctl import threadpool_limits
-
-        # A worker process extracts for this stage only: one torch and one BLAS thread for
-        # good, as the thread runner's clips have (tasks.extract.single_threaded), so the
-        # sums add up in the same order and the features are the same bytes.
-        torch.set_num_threads(1)
-        threadpool_limits(limits=1)
+    if cfg.runner == "dask":  # on a worker: the threads the stage's own process extracts with
+        with extract.single_threaded():
+            return extract.extract_clip(row, cfg, cache_dir)
     return extract.extract_clip(row, cfg, cache_dir)
 
 

@@ -40,7 +40,7 @@ from msaflow.schema import Params
 from tasks.formats.dataset import CacheFormatError, H5Dataset, collate, read_spec
 from tasks.metrics import scheme_for, selection_metric
 from tasks.training import checkpoint
-from tasks.training.devices import resolve_accelerator, trainer_scale
+from tasks.training.devices import resolve_accelerator, scale_of, trainer_scale
 from tasks.training.module import MSAModule
 
 
@@ -167,16 +167,6 @@ def _dvclive_logger(live_dir: Path, resume: bool) -> Any:
     return DVCLiveLogger(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, resume=resume)
 
 
-def _scale_note(train: Any) -> str:
-    """What the progress line says about scale when it is not one fp32 process."""
-    parts = []
-    if train.strategy == "ddp":
-        parts.append(f"ddp over {train.devices} process(es) × {train.num_nodes} node(s)")
-    if train.precision != "32-true":
-        parts.append(train.precision)
-    return ", ".join(parts)
-
-
 def train_seed(
     *,
     model_name: str,
@@ -203,7 +193,7 @@ def train_seed(
 
     L.seed_everything(seed, workers=True, verbose=False)
     accelerator = resolve_accelerator(params.train.accelerator)
-    scale = trainer_scale(params.train, accelerator)
+    trainer_args = trainer_scale(params.train, accelerator)
     if accelerator == "gpu":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     model = registry.build(model_name, spec, config)
@@ -245,7 +235,7 @@ def train_seed(
     print(
         f"[{model_name} seed {seed}] {n_params:,} trainable parameters, {len(train_ds)} train / "
         f"{len(valid_ds)} valid clips, {accelerator}"
-        + (f", {scale_note}" if (scale_note := _scale_note(params.train)) else "")
+        + "".join(f", {k} {v}" for k, v in scale_of(params.train).items())
         + (f", resuming from {last}" if resume else ""),
         flush=True,
     )
@@ -254,7 +244,7 @@ def train_seed(
         trainer = L.Trainer(
             max_epochs=settings.max_epochs,
             accelerator=accelerator,
-            **scale,
+            **trainer_args,
             # Deterministic kernels are free on CPU; on GPU only warn where none exists.
             deterministic=True if accelerator == "cpu" else "warn",
             callbacks=[keeper, early],
@@ -274,9 +264,9 @@ def train_seed(
     if not best_path or not Path(best_path).is_file():
         raise RuntimeError(f"{model_name} seed {seed}: no best checkpoint in {work}")
     best = torch.load(best_path, map_location="cpu", weights_only=False)  # Lightning's own
-    epochs_run = int(trainer.current_epoch)
-    if params.train.strategy == "ddp":  # the epochs ran in the spawned processes
-        epochs_run = int(trainer.callback_metrics.get("epochs_done", epochs_run))
+    # the module's count: under DDP the epochs ran in the spawned processes, and only their
+    # metrics come back (none when a resumed run had no epoch left to run)
+    epochs_run = int(trainer.callback_metrics.get("epochs_done", trainer.current_epoch))
     state = {
         k.removeprefix("model."): v.cpu()
         for k, v in best["state_dict"].items()
@@ -350,9 +340,7 @@ def train_model(params: Params, paths: Paths, model_name: str) -> dict[str, Any]
     start = time.perf_counter()
     # The curves folder is a stage output even when every seed is already up to date.
     (paths.report(model_name) / "train").mkdir(parents=True, exist_ok=True)
-    t = params.train
-    scale = {k: v for k, v in (("processes", t.devices * t.num_nodes),
-                               ("precision", t.precision)) if v not in (1, "32-true")}
+    scale = scale_of(params.train)
     for seed in params.train.seeds:
         phash = params_hash(model_name, config, settings, seed, spec, scale)
         final = paths.checkpoints(model_name) / f"seed{seed}.ckpt"

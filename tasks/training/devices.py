@@ -28,6 +28,14 @@ def torch_device(choice: str) -> str:
     return "cuda" if resolve_accelerator(choice) == "gpu" else "cpu"
 
 
+def scale_of(train: Any) -> dict[str, Any]:
+    """What of ``train.*`` makes a run other than one fp32 process: the processes and the
+    precision, only where not the default (the checkpoint hash and the progress line)."""
+    processes = train.devices * train.num_nodes
+    return {k: v for k, v in (("processes", processes), ("precision", train.precision))
+            if v not in (1, "32-true")}
+
+
 def launched_externally() -> bool:
     """Whether this process is one of several a launcher started (torchrun, srun): then
     Lightning joins them instead of starting its own."""

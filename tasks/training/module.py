@@ -135,8 +135,8 @@ class MSAModule(L.LightningModule):
         self.model.on_train_epoch_start(self.current_epoch, loader)
 
     def on_train_epoch_end(self) -> None:
-        # The epochs run, for the checkpoint; under DDP the main process reads it back from
-        # the spawned ones (their callback metrics return with them). Not a curve: no logger.
+        # The epochs run, for the checkpoint (tasks/train.py reads it back; under DDP it
+        # returns from the spawned processes with their callback metrics). No curve: no logger.
         self.log("epochs_done", float(self.current_epoch + 1), logger=False)
         # Runs after this epoch's validation, so the line has both sides and the full time.
         if not self.verbose or not self.trainer.is_global_zero:

@@ -3,6 +3,7 @@
 msaflow demo | ingest | extract | cache       data stages
 msaflow train | evaluate | robustness MODEL   model stages (then: report)
 msaflow predict VIDEO... --model MODEL        a trained model's sentiment of new videos
+msaflow export mmsa [--variant V] [--out F]   a cache variant as MMSA's pickle (for MMSA)
 msaflow run                                   the whole DAG as one Prefect flow run
 msaflow repro [DVC ARGS...]                   `dvc repro` with one shared Prefect server
 msaflow exp [DVC ARGS...]                     `dvc exp run --temp` (takes -S), one shared server
@@ -11,7 +12,7 @@ msaflow retrain [--serve] [--roll-back MODEL] `dvc repro`, then promote challeng
                                               their champion on valid; or serve it on a cron
 msaflow check                                 validate params.yaml and exit
 
-Every stage command, `run`, `predict` and `check` take ``-S KEY=VALUE`` (repeatable) to
+Every stage command, `run`, `predict`, `export` and `check` take ``-S KEY=VALUE`` (repeatable) to
 change params for that run only, spelled as in `dvc exp run -S` (e.g. ``msaflow run -S
 dataset.name=meld -S dataset.root=/data/MELD.Raw``); params.yaml is not modified.
 ``python -m flows.pipeline`` and ``python -m flows.retrain`` are `msaflow run` and
@@ -83,6 +84,15 @@ def _run_stage(args: argparse.Namespace, over: dict[str, Any] | None) -> Any:
         from flows.evaluate import report_flow
 
         return report_flow(args.params, over)
+    if name == "export":
+        from flows.common import load
+        from flows.export import export_flow
+        from tasks.export import cache_file
+
+        # A bad request (no cache, a variant not built) is an error line, not a failed run.
+        cache_file(*load(args.params, over), args.variant)
+        return export_flow(args.format, args.variant, args.out, args.params, over,
+                           args.normalize)
     if name == "predict":
         from flows.predict import predict_flow
 
@@ -118,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="msaflow", description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n".join(__doc__.splitlines()[2:11]),
+        epilog="\n".join(__doc__.splitlines()[2:12]),
     )
     parser.add_argument("--params", default="params.yaml", help="params file (params.yaml)")
     sets = argparse.ArgumentParser(add_help=False)
@@ -155,6 +165,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="speech recognition for a video without a transcript (default: "
                         "extract.text.asr, else pocketsphinx for English); whisper uses "
                         "extract.text.asr_model")
+    text = ("one variant of the dataset's HDF5 cache as a file the field's tools read: mmsa = "
+            "MMSA's processed pickle (MMSA_run(..., custom_feature=FILE))")
+    p = sub.add_parser("export", help=text, description=text, parents=[sets])
+    p.add_argument("format", choices=("mmsa",), metavar="FORMAT", help="mmsa")
+    p.add_argument("--variant", choices=("unaligned", "aligned"), default=None,
+                   help="the cache variant (default: the first of cache.variants that is "
+                        "built)")
+    p.add_argument("--out", default=None,
+                   help="the file (or a folder for it) to write (default: data/exports/"
+                        "<dataset>/mmsa/<variant>_<text length>.pkl, MMSA's release name)")
+    p.add_argument("--normalize", action="store_true",
+                   help="z-score audio and vision with the cache's train statistics, as our "
+                        "models see them (for MMSA models that use features as they come, "
+                        "e.g. ef_lstm)")
     text = "the whole DAG as one Prefect flow run (then `dvc commit`)"
     p = sub.add_parser("run", help=text, description=text, parents=[sets])
     p.add_argument("--no-record", action="store_true", help="do not `dvc commit` at the end")

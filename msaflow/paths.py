@@ -61,6 +61,11 @@ class Paths:
     def h5(self, variant: str) -> Path:
         return self.processed / f"{variant}.h5"
 
+    @property
+    def exports(self) -> Path:
+        """``msaflow export``'s files (not a DVC stage's: made on request, git-ignored)."""
+        return self.base / "data" / "exports" / self.dataset
+
     def checkpoints(self, model: str) -> Path:
         return self.base / "data" / "checkpoints" / self.dataset / model
 

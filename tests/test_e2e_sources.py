@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from flows.common import prefect_server
+from tasks.sources.mmsa_pkl import load_pickle
 from tests.features.test_media import make_mp4
 from tests.sources.test_layouts import _make_meld, _meld_rows
 from tests.sources.test_mmsa_pkl import make_pickle
@@ -189,7 +190,15 @@ def test_the_readme_and_the_dataset_commands_as_written(tmp_path: Path) -> None:
         assert me["model"] == "fasca_net" and me["videos"] == 1, me
         assert me["predictions"][0]["transcript"] == "I really loved this film", me
         assert (repo / "predictions/demo/late_fusion.json").is_file()
-        demo = _snapshot(repo)  # predict writes outside data/ and reports/ only
+
+        # The export for MMSA: its pickle, read back by the numpy-only reader.
+        for command in [c for c in readme if c.startswith("msaflow export")]:
+            run(command)
+            done.add(command)
+        (pkl,) = (repo / "data/exports/demo/mmsa").glob("unaligned_*.pkl")
+        exported = load_pickle(pkl)
+        assert len(exported["train"]["id"]) and exported["msaflow"]["variant"] == "unaligned"
+        demo = _snapshot(repo)
 
         # The experiments block, line by line.
         block = [c for c in readme if c.startswith(("msaflow exp", "dvc exp apply",

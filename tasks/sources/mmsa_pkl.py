@@ -6,6 +6,9 @@ An MMSA pickle (``mosi/unaligned_50.pkl``, ``mosei/aligned_50.pkl``, ``sims/unal
 mask, segment ids), ``audio`` (N, La, Da), ``vision`` (N, Lv, Dv), ``audio_lengths`` and
 ``vision_lengths`` (unaligned only), ``regression_labels`` and often
 ``classification_labels`` / ``annotations`` (SIMS adds ``regression_labels_{T,A,V}``).
+MMSA-FET's pickles pad ``text_bert`` to a length of its own. Our export's pickles
+(``msaflow export mmsa``, tasks/formats/mmsa.py) add ``text_lengths`` and a top-level
+``msaflow`` dict: read back, they give the HDF5 arrays they came from.
 
 The data enters the DAG at the HDF5 layer: ``ingest`` writes the manifest from the ids and
 labels, ``extract`` has nothing to do, ``cache`` writes the one variant the pickle holds in
@@ -44,7 +47,6 @@ from tasks.contracts import (
     INGEST_ERROR_COLUMNS,
     MANIFEST_COLUMNS,
     POLARITY,
-    SIMS_LABEL_COLUMNS,
     SPLITS,
     SourceError,
     read_manifest,
@@ -53,10 +55,8 @@ from tasks.contracts import (
     write_report,
 )
 from tasks.formats.hdf5 import Running, create, finish
+from tasks.formats.mmsa import LENGTH_KEYS, META, META_FORMAT, SIMS_LABELS, TEXT_LENGTHS
 
-REQUIRED = ("id", "raw_text", "text", "text_bert", "audio", "vision", "regression_labels")
-LENGTH_KEYS = ("audio_lengths", "vision_lengths")
-SIMS_LABELS = {col: f"regression_labels_{col[-1]}" for col in SIMS_LABEL_COLUMNS}
 BLOCK = 512  # samples converted and written at a time: bounds the float32 copies in memory
 
 # Globals a numpy-only pickle needs (numpy 1.x and 2.x module names, protocols 2-5).
@@ -171,7 +171,33 @@ def load_pickle(path: Path, trusted: bool = False) -> dict[str, Any]:
             raise PickleFormatError(
                 f"{path}: [{split!r}] should be a dict of arrays, got {type(data[split]).__name__}"
             )
+    if META in data:
+        _check_meta(path, data[META])
     return data
+
+
+def _check_meta(path: Path, meta: Any) -> None:
+    """An export's ``msaflow`` dict: the keys this reader uses, with their types."""
+    want = {"format": int, "variant": str, "task": str, "class_names": list,
+            "text_encoder": str, "feature_sets": dict}
+    if not isinstance(meta, dict):
+        raise PickleFormatError(f"{path}: [{META!r}] should be a dict, got {type(meta).__name__}")
+    for key, kind in want.items():
+        if not isinstance(meta.get(key), kind):
+            raise PickleFormatError(
+                f"{path}: [{META!r}][{key!r}] should be a {kind.__name__}, got "
+                f"{meta.get(key)!r}"
+            )
+    if meta["format"] > META_FORMAT:
+        raise PickleFormatError(
+            f"{path}: [{META!r}] is format {meta['format']}, newer than this msaflow reads "
+            f"({META_FORMAT}); upgrade msaflow"
+        )
+    if meta["variant"] not in VARIANT_ORDER:
+        raise PickleFormatError(
+            f"{path}: [{META!r}]['variant'] = {meta['variant']!r}, expected one of "
+            f"{list(VARIANT_ORDER)}"
+        )
 
 
 def _where(path: Path, split: str, key: str) -> str:
@@ -208,6 +234,13 @@ def detect_variant(path: Path, data: dict[str, Any]) -> str:
         arr = _array(path, "train", part, key, 3)
         lengths[key] = arr.shape[axis]
     by_shape = "aligned" if len(set(lengths.values())) == 1 else "unaligned"
+    if META in data:  # an export says; an unaligned one may have equal lengths by chance
+        said = data[META]["variant"]
+        if said == "aligned" and by_shape != "aligned":
+            raise PickleFormatError(
+                f"{path}: [{META!r}] says 'aligned' but the sequence lengths {lengths} differ"
+            )
+        by_shape = said
     by_name = variant_by_name(path)
     if by_name is not None and by_name != by_shape:
         raise PickleFormatError(
@@ -236,13 +269,16 @@ def _check_split(path: Path, split: str, part: dict[str, Any], variant: str,
     expect = {
         "raw_text": (n,),
         "text": (n, text.shape[1], text.shape[2]),
-        "text_bert": (n, 3, text.shape[1]),
+        "text_bert": (n, 3, tb.shape[2]),  # MMSA-FET pads the tokens to a length of their own
         "audio": (n, audio.shape[1], audio.shape[2]),
         "vision": (n, vision.shape[1], vision.shape[2]),
         "regression_labels": (n,),
     }
     if variant == "unaligned":
         expect.update(audio_lengths=(n,), vision_lengths=(n,))
+    for key in (TEXT_LENGTHS, *LENGTH_KEYS):
+        if key in part:
+            expect[key] = (n,)
     if "classification_labels" in part:
         expect["classification_labels"] = (n,)
     if "annotations" in part:
@@ -254,7 +290,7 @@ def _check_split(path: Path, split: str, part: dict[str, Any], variant: str,
     for key, shape in expect.items():
         arr = _array(path, split, part, key, len(shape))
         if arr.shape != shape:
-            names = {"text_bert": "(N, 3, L of text)", "raw_text": "(N,)"}
+            names = {"text_bert": "(N, 3, L)", "raw_text": "(N,)"}
             raise PickleFormatError(
                 f"{_where(path, split, key)}: expected shape {shape} "
                 f"{names.get(key, '')}, got {arr.shape}".replace("  ", " ")
@@ -270,7 +306,7 @@ def _check_split(path: Path, split: str, part: dict[str, Any], variant: str,
         raise PickleFormatError(
             f"{path}: [{split!r}] feature sizes {got_dims} differ from train's {dims}"
         )
-    seq = {"tokens": text.shape[1], "words": text.shape[1], "audio": audio.shape[1],
+    seq = {"tokens": tb.shape[2], "words": text.shape[1], "audio": audio.shape[1],
            "vision": vision.shape[1]}
     ids_np = tb[:, 0]
     if not np.all(np.isfinite(ids_np)) or np.any(ids_np < 0) or np.any(ids_np != np.round(ids_np)):
@@ -445,17 +481,26 @@ def _write_split(
         mask = tb[:, 1] > 0  # (B, L)
         ds["text_ids"][sl] = tb[:, 0].astype(np.int32)
         ds["text_mask"][sl] = mask
-        words_len = mask.sum(1).astype(np.int32)
-        if variant == "aligned":
+        clamp = report["lengths_clamped"]
+        if TEXT_LENGTHS in part:
+            # An export's: text has one row per word; each stream says its own length.
+            words_len = _lengths(path, split, part, TEXT_LENGTHS, sl, seq["words"], clamp)
+            lens = {"words": words_len, **{
+                m: _lengths(path, split, part, f"{m}_lengths", sl, seq[m], clamp)
+                if f"{m}_lengths" in part else words_len
+                for m in ("audio", "vision")
+            }}
+        elif variant == "aligned":
             # MMSA's rule for aligned data: every stream is as long as the text mask.
+            words_len = np.minimum(mask.sum(1), seq["words"]).astype(np.int32)
             lens = {"words": words_len, "audio": words_len, "vision": words_len}
         else:
+            words_len = np.minimum(mask.sum(1), seq["words"]).astype(np.int32)
             lens = {
                 "words": words_len,
-                "audio": _lengths(path, split, part, "audio_lengths", sl, seq["audio"],
-                                  report["lengths_clamped"]),
+                "audio": _lengths(path, split, part, "audio_lengths", sl, seq["audio"], clamp),
                 "vision": _lengths(path, split, part, "vision_lengths", sl, seq["vision"],
-                                   report["lengths_clamped"]),
+                                   clamp),
             }
         block = {
             m: np.asarray(part[key][sl], dtype=np.float32)  # (B, L, D): this block's copy
@@ -506,6 +551,8 @@ def _class_names(path: Path, data: dict[str, Any], task: str) -> list[str]:
     """Regression: the polarity names; classification: each index's most common annotation."""
     if task == "regression":
         return list(POLARITY)
+    if META in data and data[META]["task"] == task and data[META]["class_names"]:
+        return [str(c) for c in data[META]["class_names"]]  # an export's, unused ones included
     votes: dict[int, Counter] = {}
     top = -1
     for split in SPLITS:
@@ -591,6 +638,7 @@ def _cache_variant(params: Params, paths: Paths, path: Path, data: dict[str, Any
                 f"train's {seq}"
             )
     names = _class_names(path, data, task)
+    meta = data.get(META)
     report: dict[str, Any] = {"audio_nonfinite": 0, "lengths_clamped": Counter(), "bad": {}}
     stats = {m: Running() for m in ("audio", "vision")}
     counts = {}
@@ -601,7 +649,8 @@ def _cache_variant(params: Params, paths: Paths, path: Path, data: dict[str, Any
                 stats if split == "train" else None, report,
             )
             data[split] = None  # free this split's arrays before the next one is converted
-        encoder = params.dataset.pkl.text_encoder
+        # An export names the encoder whose tokenizer made its ids: that one, not the param's.
+        encoder = meta["text_encoder"] if meta else params.dataset.pkl.text_encoder
         finish(
             f, stats,
             variant=variant,
@@ -609,7 +658,7 @@ def _cache_variant(params: Params, paths: Paths, path: Path, data: dict[str, Any
             class_names=names,
             dataset=params.dataset.name,
             text_encoder=encoder,
-            feature_sets={
+            feature_sets=meta["feature_sets"] if meta else {
                 "words": f"mmsa_pkl:text ({encoder} features)",
                 "tokens": f"mmsa_pkl:text_bert ({encoder})",
                 **streams(params),

@@ -191,6 +191,29 @@ def test_aligned_pickle_without_lengths_uses_the_text_mask(tmp_path: Path) -> No
             np.testing.assert_array_equal(f["test"][f"{m}_lengths"][()], mask_len)
 
 
+def test_mmsa_fet_layout_tokens_padded_to_their_own_length(tmp_path: Path) -> None:
+    """MMSA-FET pads text_bert and text each to its own length and adds a top-level config."""
+
+    def fet(data: dict[str, Any]) -> None:
+        data["config"] = {"text": {"model": "bert", "device": "cpu"}}
+        for part in data.values():
+            if "text_bert" in part:
+                tb = part["text_bert"]
+                wide = np.zeros((tb.shape[0], 3, 60), np.int64)
+                wide[:, :, :50] = tb
+                wide[0, 0, :55], wide[0, 1, :55] = 7, 1  # more tokens than text rows
+                part["text_bert"] = wide
+
+    pkl = make_pickle(tmp_path / "unaligned_50.pkl", edit=fet)
+    params, paths = setup(tmp_path, pkl)
+    run_stages(params, paths)
+    with h5py.File(paths.h5("unaligned"), "r") as f:
+        assert json.loads(f.attrs["seq_len"])["tokens"] == 60
+        assert json.loads(f.attrs["seq_len"])["words"] == 50
+        assert f["train"]["text_mask"][0].sum() == 55
+        assert f["train"]["words_lengths"][0] == 50  # the text rows there are, not 55
+
+
 def test_variant_disagreements_are_explained(tmp_path: Path) -> None:
     pkl = make_pickle(tmp_path / "unaligned_50.pkl")
     # The default variants follow what the source holds ...

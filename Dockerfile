@@ -1,10 +1,14 @@
-# msaflow images: the pipeline with every dependency pinned (constraints.txt).
+# msaflow images: the pipeline with every dependency pinned (constraints.txt), in a venv at
+# /opt/venv (Debian's own Python is externally managed, PEP 668; the venv serves any base).
 #
 #   CUDA (default): docker build -t msaflow:cuda .
 #       PyPI's torch wheels bundle the CUDA runtime; run with `docker run --gpus all ...`
 #       (NVIDIA Container Toolkit on the host) and training uses the GPU automatically.
-#   CPU:            docker build -t msaflow:cpu --build-arg TORCH_INDEX_URL=<PyTorch CPU wheel index> .
-#       a much smaller image; everything runs on the CPU.
+#   CPU:            docker build -t msaflow:cpu --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu .
+#       a much smaller image; everything runs on the CPU. Without that index, a folder of
+#       wheels served over HTTP does the same: --build-arg TORCH_FIND_LINKS=http://HOST:PORT/
+#       (README "Docker": `python -m http.server` on a folder holding torch's CPU wheel).
+#   Another base: --build-arg PYTHON_IMAGE=<an image with Python 3.11, venv and pip>.
 #
 #   docker run --rm -v "$PWD/data:/app/data" -v "$PWD/reports:/app/reports" msaflow:cuda make demo
 #   docker run --rm -p 4200:4200 msaflow:cpu make ui      (Prefect UI at http://localhost:4200)
@@ -16,35 +20,43 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends git make libgl1 libglib2.0-0 \
  && rm -rf /var/lib/apt/lists/*
 
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+# The Makefile's environment is this venv (VENV), already installed: `make demo`, `make test`
+# and `make ui` use it as they are.
+ENV VIRTUAL_ENV=/opt/venv VENV=/opt/venv PATH=/opt/venv/bin:$PATH \
+    PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
+# Behind a proxy with its own certificate authority, hand pip the CA bundle as a build secret
+# (--secret id=pip_cert,src=/etc/ssl/certs/ca-certificates.crt); it stays out of the image.
+RUN --mount=type=secret,id=pip_cert \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
+ && python3 -m venv /opt/venv && pip install --quiet --upgrade pip
 WORKDIR /app
 
 ARG TORCH_INDEX_URL=""
+ARG TORCH_FIND_LINKS=""
 COPY constraints.txt ./
-RUN if [ -n "$TORCH_INDEX_URL" ]; then \
-      pip install --index-url "$TORCH_INDEX_URL" "$(grep '^torch==' constraints.txt)"; \
-    else \
-      pip install "$(grep '^torch==' constraints.txt)"; \
-    fi
+RUN --mount=type=secret,id=pip_cert \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
+ && pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} \
+        ${TORCH_FIND_LINKS:+--find-links "$TORCH_FIND_LINKS"} "$(grep '^torch==' constraints.txt)"
 
 COPY pyproject.toml README.md ./
 COPY msaflow ./msaflow
 COPY flows ./flows
 COPY tasks ./tasks
 COPY models ./models
-RUN pip install -c constraints.txt -e ".[dev]"
+RUN --mount=type=secret,id=pip_cert \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
+ && PYTHONWARNINGS="ignore:Editable installation" pip install -c constraints.txt -e ".[dev]"
 
 COPY . .
-# The Makefile's venv step is not needed in the image: point it at the system interpreter.
-RUN mkdir -p .venv/bin && ln -s "$(command -v python)" .venv/bin/python \
- && for tool in msaflow dvc prefect pytest ruff; do ln -s "$(command -v $tool)" .venv/bin/$tool; done \
- && printf '' > .venv/bin/activate && touch .venv/.installed-stamp \
+# DVC and `dvc exp run` need a repository with a git identity.
+RUN touch /opt/venv/.installed-stamp \
  && git config --global user.name msaflow && git config --global user.email msaflow@localhost \
  && (git rev-parse --git-dir >/dev/null 2>&1 || (git init -q && git add -A && git commit -qm image))
 
 # `make ui` in a container listens on every interface, so `docker run -p 4200:4200 ... make ui`
-# reaches it from the host (git identity above: `dvc exp run` commits experiments).
+# reaches it from the host.
 ENV UI_HOST=0.0.0.0
 
 EXPOSE 4200

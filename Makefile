@@ -30,7 +30,7 @@ demo: install ## run the whole DAG (`dvc repro`) on the built-in demo corpus, pr
 	$(ACTIVATE) && msaflow repro && \
 	echo && cat reports/summary_demo.md && \
 	echo "make demo: $$(( $$(date +%s) - start )) s" && \
-	echo "Next: in a new shell, run 'source .venv/bin/activate' first (msaflow, dvc, prefect)."
+	echo "Next: in a new shell, run 'source $(BIN)/activate' first (msaflow, dvc, prefect)."
 
 test: install ## ruff + the whole test suite (CPU)
 	$(ACTIVATE) && ruff check . && pytest -q

@@ -33,7 +33,7 @@ demo: install ## run the whole DAG (`dvc repro`) on the built-in demo corpus, pr
 	echo "Next: in a new shell, run 'source $(BIN)/activate' first (msaflow, dvc, prefect)."
 
 test: install ## ruff + the whole test suite (CPU)
-	$(ACTIVATE) && ruff check . && pytest -q
+	$(ACTIVATE) && ruff check . && pytest -q --durations=12
 
 lint: install ## ruff only
 	$(ACTIVATE) && ruff check .

@@ -201,7 +201,7 @@ def test_the_readme_and_the_dataset_commands_as_written(tmp_path: Path) -> None:
         demo = _snapshot(repo)
 
         # The experiments block, line by line.
-        block = [c for c in readme if c.startswith(("msaflow exp", "dvc exp apply",
+        block = [c for c in readme if c.startswith(("msaflow exp ", "dvc exp apply",
                                                     "git checkout -- params.yaml"))]
         assert len(block) == 5, block
         for command in block:

@@ -79,19 +79,14 @@ def test_a_server_that_cannot_start_is_a_clear_error(monkeypatch: pytest.MonkeyP
 
 
 SLOW_START = '''
+import os
 import time
 
-from prefect.server.api import server as _server
-
-_start = _server.SubprocessASGIServer._run_uvicorn_command
-
-
-def _slowly(self):  # a busy machine: the temporary server takes 25 s to come up
+# A busy machine: the temporary server's own process (Prefect starts it with this variable)
+# takes 25 s before it even imports uvicorn. Nothing is imported here, so the CLI still
+# applies its defaults before Prefect reads its settings.
+if os.environ.get("PREFECT__SERVER_EPHEMERAL") == "1":
     time.sleep(25)
-    return _start(self)
-
-
-_server.SubprocessASGIServer._run_uvicorn_command = _slowly
 '''
 
 

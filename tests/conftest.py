@@ -47,3 +47,12 @@ def _point_prefect_console(stream) -> None:
         for handler in lg.handlers:
             if isinstance(handler, PrefectConsoleHandler):
                 handler.console.file = stream
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory: pytest.TempPathFactory):
+    """The DAG run once on a tiny demo in a git copy of the repo (tests/e2e.py); tests
+    that change it work in a copy: ``tests.e2e.clone(tiny_demo, tmp_path / "repo")``."""
+    from tests import e2e
+
+    return e2e.build(tmp_path_factory.mktemp("tiny_demo"))

@@ -1,14 +1,14 @@
 """End to end, as a user who follows the docs: the README's commands, then the datasets'.
 
-In one temporary git copy of the repo with a tiny demo: ``msaflow repro`` (what ``make
-demo`` runs after installing), then every command of the README's code blocks and the
-MELD and MMSA-folder commands of docs/datasets.md, exactly as written
-but for the data folders (tiny generated copies of each official layout, outside the repo,
-as a user's /data/... would be) and, for the dataset experiments, one quick-run setting.
-A README command that this test neither runs nor names as run elsewhere fails it, so the
-README cannot show a command nobody ran. The demo's artifacts never leave the workspace
-for good: experiments run in temporary copies, and the documented way back restores every
-byte.
+In a copy of the tiny demo repository (tests/e2e.py: ``msaflow repro``, what ``make demo``
+runs after installing, on a tiny params set), every command of the README's code blocks
+and the MELD command of docs/datasets.md, exactly as written but for the data folders
+(a tiny generated copy of the official layout, outside the repo, as a user's /data/...
+would be). The MMSA-folder command of docs/datasets.md runs, with its own -S items, in
+tests/msaflow/test_overrides.py. A README command that this test neither runs nor names as
+run elsewhere fails it, so the README cannot show a command nobody ran. The demo's
+artifacts never leave the workspace for good: experiments run in temporary copies, and
+the documented way back restores every byte.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import re
 import shlex
 import shutil
 import subprocess
@@ -24,69 +23,20 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from flows.common import prefect_server
 from tasks.sources.mmsa_pkl import load_pickle
+from tests.e2e import BIN, ROOT, TinyDemo, clone, commands
+from tests.e2e import run as _run
 from tests.features.test_media import make_mp4
 from tests.sources.test_layouts import _make_meld, _meld_rows
-from tests.sources.test_mmsa_pkl import make_pickle
-from tests.test_e2e import BIN, ROOT, _commit_copy, _copy_repo, _run
 
-# The committed baseline: a tiny demo with the two models the README's commands name.
-BASELINE = {
-    "demo.n_clips": 8,
-    "demo.clips_per_video": 2,
-    "demo.size": 64,
-    "demo.fps": 8,
-    "train.models": ["late_fusion", "fasca_net"],
-    "train.seeds": [0],
-    "train.max_epochs": 2,
-    "train.patience": 2,
-    "extract.vision.fps": 4,
-    "extract.workers": 1,
-    "cache.seq_len.audio": 60,
-    "cache.seq_len.vision": 12,
-    "robustness.rates": [0.0, 0.5],
-    "robustness.levels": [0.0, 0.5],
-    "robustness.draws": 1,
-}
 # README commands run by other tests (or by CI itself), and where.
 ELSEWHERE = {
     "make test": "CI: .ci/run",
     "msaflow retrain --serve": "tests/test_retrain.py::test_serve_alone_registers_the_"
                                "scheduled_deployment",
 }
-# The dataset commands of docs/datasets.md run here, by the dataset they name (the CMU
-# .csd source goes through the same `msaflow exp` path; tests/sources/test_csd.py reads
-# the official files stage by stage).
-DATASET_COMMANDS = {"meld": "/data/MELD.Raw", "mosi_pkl": "/data/MOSI/Processed"}
-
-
-def _set_params(path: Path, values: dict[str, object]) -> str:
-    """Write dotted ``values`` into the params file; return the new text."""
-    raw = yaml.safe_load(path.read_text())
-    for key, value in values.items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    text = yaml.safe_dump(raw, sort_keys=False)
-    path.write_text(text)
-    return text
-
-
-def commands(doc: Path) -> list[str]:
-    """The shell commands of a markdown file's ``bash`` blocks (continuations joined,
-    comment-only lines dropped)."""
-    out: list[str] = []
-    for block in re.findall(r"```bash\n(.*?)```", doc.read_text(), flags=re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            text = line.strip()
-            if text and not text.startswith("#"):
-                out.append(text)
-    return out
 
 
 def _bare(command: str) -> str:
@@ -110,40 +60,31 @@ def _shell(command: str, repo: Path, env: dict) -> str:
     return proc.stdout + proc.stderr
 
 
-def _experiment(repo: Path, env: dict, dataset: str, source: str | None = None) -> str:
-    """The name of the newest experiment run on ``dataset`` (and ``source``)."""
+def _experiment(repo: Path, env: dict, dataset: str) -> str:
+    """The name of the newest experiment run on ``dataset``."""
     shown = json.loads(_run([str(BIN / "dvc"), "exp", "show", "--json"], repo, env).stdout)
     found = []
     for base in shown:
         for exp in base.get("experiments") or []:
             for rev in exp["revs"]:
                 ds = rev["data"]["params"]["params.yaml"]["data"]["dataset"]
-                if ds["name"] == dataset and source in (None, ds["source"]):
+                if ds["name"] == dataset:
                     found.append((rev["data"]["timestamp"], rev["name"]))
-    assert found, (dataset, source)
+    assert found, dataset
     return max(found)[1]
 
 
 @pytest.mark.slow
-def test_the_readme_and_the_dataset_commands_as_written(tmp_path: Path) -> None:
-    repo, data = tmp_path / "repo", tmp_path / "datasets"
-    repo.mkdir()
-    _copy_repo(repo)
-    _set_params(repo / "params.yaml", BASELINE)
-
+def test_the_readme_and_the_dataset_commands_as_written(tiny_demo: TinyDemo,
+                                                       tmp_path: Path) -> None:
     # MELD.Raw layout: 4 train / 2 dev / 2 test utterances, 1 s 64×64 mp4s.
     mp4 = make_mp4(tmp_path / "clip.mp4", size=(64, 64), fps=8).read_bytes()
-    meld = _make_meld(data / "meld", _meld_rows(), mp4)
-    # MMSA's processed folder: both variants of 6/2/2 clips, MOSI dims.
-    processed = data / "MOSI" / "Processed"
-    make_pickle(processed / "unaligned_50.pkl")
-    make_pickle(processed / "aligned_50.pkl", aligned=True)
-    where = {"/data/MELD.Raw": str(meld), "/data/MOSI/Processed": str(processed)}
+    meld = _make_meld(tmp_path / "datasets" / "meld", _meld_rows(), mp4)
+    where = {"/data/MELD.Raw": str(meld)}
 
-    env = _commit_copy(repo)
+    repo, env = clone(tiny_demo, tmp_path / "repo")
     env.pop("VIRTUAL_ENV", None)  # a new shell: `source .venv/bin/activate` sets these
     readme = commands(ROOT / "README.md")
-    done: set[str] = set()
     seconds: dict[str, float] = {}
 
     def run(command: str) -> str:
@@ -154,16 +95,16 @@ def test_the_readme_and_the_dataset_commands_as_written(tmp_path: Path) -> None:
         seconds[command[:40]] = round(time.perf_counter() - start, 1)
         return out
 
+    # `make demo`: the install (CI's and this test's environment) and `msaflow repro`, which
+    # the tiny demo ran. The committed lock is another params set's: the end of the run says
+    # so, and how to keep these results as the baseline; the user does what it says.
+    assert "dvc.lock now differs from the last commit" in tiny_demo.output, (
+        tiny_demo.output[-3000:])
+    done: set[str] = {"make demo"}
     # One Prefect server for every stage of every run (as `msaflow repro` has), so each
     # stage does not start a temporary one of its own.
     with prefect_server() as api_url:
         env["PREFECT_API_URL"] = api_url
-        # `make demo`: the install (CI's and this test's environment) and `msaflow repro`.
-        out = run("msaflow repro")
-        done.add("make demo")
-        # The committed lock is another params set's: the end of the run says so, and how
-        # to keep these results as the baseline; the user does what it says.
-        assert "dvc.lock now differs from the last commit" in out, out[-3000:]
         (commit,) = [c for c in readme if c.startswith("git add dvc.lock reports")]
         run(commit)
         done.add(commit)
@@ -229,51 +170,35 @@ def test_the_readme_and_the_dataset_commands_as_written(tmp_path: Path) -> None:
         assert json.loads(_run([str(BIN / "dvc"), "status", "--json"], repo, env).stdout) == {}
         _check_outputs(repo, "meld", apply=_experiment(repo, env, "meld"))
 
-        # docs/datasets.md: MMSA's folder, one quick model.
-        docs = commands(ROOT / "docs/datasets.md")
-        for label, folder in DATASET_COMMANDS.items():
-            if label == "meld":
-                continue  # the README's experiment above is this command
-            (command,) = [c for c in docs if c.endswith(f"dataset.root={folder}")]
-            before = _snapshot(repo)
-            out = run(f"{_bare(command)} -S 'train.models=[late_fusion]'")
-            assert "Running stage 'train@late_fusion'" in out, out[-4000:]
-            assert _snapshot(repo) == before, command
-            _check_outputs(repo, label, apply=_experiment(repo, env, "mosi", "mmsa_pkl"))
     print("seconds:", seconds)
 
     missing = {_bare(c) for c in readme} - {_bare(c) for c in done} - set(ELSEWHERE)
     assert not missing, f"README commands no test runs: {sorted(missing)}"
 
 
-def _check_outputs(repo: Path, label: str, apply: str | None = None) -> None:
-    """The workspace holds ``label``'s cache, checkpoint, metrics and summary (after
+def _check_outputs(repo: Path, name: str, apply: str | None = None) -> None:
+    """The workspace holds ``name``'s cache, checkpoint, metrics and summary (after
     ``dvc exp apply`` of experiment ``apply``, then the way back when given)."""
     env_bin = str(BIN / "dvc")
     if apply is not None:
         subprocess.run([env_bin, "exp", "apply", apply], cwd=repo, check=True,
                        capture_output=True)
-    name = "mosi" if label.startswith("mosi") else label
     try:
         metrics = json.loads((repo / f"reports/{name}/late_fusion/metrics.json").read_text())
-        assert {"valid", "test"} <= set(metrics), (label, metrics)
+        assert {"valid", "test"} <= set(metrics), (name, metrics)
         assert (repo / f"data/processed/{name}/unaligned.h5").is_file()
         assert (repo / f"data/checkpoints/{name}/late_fusion/seed0.ckpt").is_file()
         assert "late_fusion" in (repo / f"reports/summary_{name}.md").read_text()
         manifest = (repo / f"data/interim/{name}/manifest.csv").read_text().splitlines()
-        if label == "meld":  # 7 emotions: classification metrics, every utterance ingested
+        if name == "meld":  # 7 emotions: classification metrics, every utterance ingested
             assert {"Acc", "F1_weighted"} <= set(metrics["test"]), metrics
             assert 0.0 <= metrics["test"]["Acc"] <= 1.0
             assert len(manifest) == 1 + 8
             csds = {p.name for p in (repo / "data/interim/meld/csd").iterdir()}
             assert {"words.csd", "librosa.csd", "facemesh.csd"} <= csds
-        else:  # MOSI's [-3, 3] regression scale (and the demo's)
-            assert {"MAE", "Corr"} <= set(metrics["test"]), (label, metrics)
+        else:  # the demo's [-3, 3] regression scale (MOSI's)
+            assert {"MAE", "Corr"} <= set(metrics["test"]), (name, metrics)
             assert metrics["test"]["MAE"] >= 0.0
-        if label == "mosi_pkl":  # the pickles' 6 / 2 / 2 clips, both variants, no .csd
-            assert len(manifest) == 1 + 10
-            assert (repo / "data/processed/mosi/aligned.h5").is_file()
-            assert not list((repo / "data/interim/mosi/csd").glob("*.csd"))
     finally:
         if apply is not None:  # the documented way back
             subprocess.run(["git", "checkout", "--", "params.yaml", "dvc.lock", "reports"],

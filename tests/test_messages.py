@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from flows.common import CompletedTaskFilter, HandledErrorFilter, handled
 from msaflow.errors import ParamsError
 from tasks.sources.mmsa_pkl import PickleFormatError
@@ -55,6 +57,7 @@ class _Evil:
         return (os.getcwd, ())
 
 
+@pytest.mark.slow  # a CLI run with its temporary Prefect server
 def test_a_refused_pickle_is_one_clear_error_without_traceback(tmp_path: Path) -> None:
     pkl = tmp_path / "unaligned_50.pkl"
     with open(pkl, "wb") as fh:

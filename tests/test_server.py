@@ -68,6 +68,7 @@ def test_a_configured_server_is_used_and_shared_with_children(
     assert "PREFECT_API_URL" not in os.environ
 
 
+@pytest.mark.slow  # waits for the server to give up
 def test_a_server_that_cannot_start_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     # a database the server cannot open: it exits during startup

@@ -214,6 +214,7 @@ def _vision(cache: Path, result: dict) -> tuple[np.ndarray, np.ndarray]:
         return npz["features"], npz["intervals"]
 
 
+@pytest.mark.slow  # extracts all three modalities of a clip, then again
 def test_extract_clip_openface(clips: dict[str, Path], tmp_path: Path) -> None:
     exe, cache = stand_in(tmp_path), tmp_path / "cache"
     cfg = openface_cfg(exe)

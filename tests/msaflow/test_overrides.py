@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -20,10 +21,8 @@ from tests.sources.test_mmsa_pkl import make_pickle
 
 ROOT = Path(__file__).resolve().parents[2]
 MSAFLOW = Path(sys.executable).parent / "msaflow"
-# The smallest real run of one model on the pickle's 6 / 2 / 2 clips.
+# The smallest real run of one model on the pickles' 6 / 2 / 2 clips.
 QUICK = [
-    "dataset.source=mmsa_pkl",
-    "cache.variants=[unaligned]",
     "train.models=[late_fusion]",
     "train.seeds=[0]",
     "train.max_epochs=2",
@@ -67,15 +66,25 @@ def test_cli_validates_overrides(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.slow
 def test_cli_run_with_overrides_is_a_prefect_flow_run(tmp_path: Path) -> None:
-    """`msaflow run -S ...` runs another dataset to its reports, params.yaml untouched."""
+    """`msaflow run -S ...` runs another dataset to its reports, params.yaml untouched: the
+    -S items of docs/datasets.md's command for MMSA's processed folder (both variants)."""
     from flows.common import prefect_server
+    from tests.e2e import commands
 
     work = tmp_path / "work"
     work.mkdir()
     shutil.copy(ROOT / "params.yaml", work / "params.yaml")
     before = (work / "params.yaml").read_text()
-    pkl = make_pickle(tmp_path / "MOSI" / "Processed" / "unaligned_50.pkl")
-    sets = ["dataset.name=mosi_pkl", f"dataset.root={pkl}", *QUICK]
+    processed = tmp_path / "MOSI" / "Processed"
+    make_pickle(processed / "unaligned_50.pkl")
+    make_pickle(processed / "aligned_50.pkl", aligned=True)
+    folder = "/data/MOSI/Processed"
+    (documented,) = [c for c in commands(ROOT / "docs/datasets.md")
+                     if c.endswith(f"dataset.root={folder}")]
+    sets = [item.replace(folder, str(processed))
+            for item in shlex.split(documented)[2:] if item != "-S"]
+    assert sets[:2] == ["dataset.name=mosi", "dataset.source=mmsa_pkl"], documented
+    sets += QUICK
     args = [str(MSAFLOW), "run"]
     for item in sets:
         args += ["-S", item]
@@ -90,19 +99,23 @@ def test_cli_run_with_overrides_is_a_prefect_flow_run(tmp_path: Path) -> None:
     out = proc.stdout + proc.stderr
     assert "not recorded in dvc.lock" in out
     assert (work / "params.yaml").read_text() == before
-    metrics = json.loads((work / "reports/mosi_pkl/late_fusion/metrics.json").read_text())
+    metrics = json.loads((work / "reports/mosi/late_fusion/metrics.json").read_text())
     assert {"MAE", "Corr"} <= set(metrics["test"])
-    assert "late_fusion" in (work / "reports/summary_mosi_pkl.md").read_text()
+    assert "late_fusion" in (work / "reports/summary_mosi.md").read_text()
+    # the pickles' 6 / 2 / 2 clips, both variants cached, no .csd written
+    assert len((work / "data/interim/mosi/manifest.csv").read_text().splitlines()) == 1 + 10
+    assert (work / "data/processed/mosi/aligned.h5").is_file()
+    assert not list((work / "data/interim/mosi/csd").glob("*.csd"))
     assert not (work / "data/processed/demo").exists()  # the demo was not needed
     # The server saw one pipeline flow run whose parameters carry the overrides, and every
     # stage subflow got them too: what a person sees (and could set) in the Prefect UI.
     # (The server's database may hold runs of other tests: this run's are the ones whose
     # overrides name this test's pickle.)
     ours = [(name, p) for name, p in runs
-            if (p.get("overrides") or {}).get("dataset.root") == str(pkl)]
+            if (p.get("overrides") or {}).get("dataset.root") == str(processed)]
     pipeline = [p for name, p in ours if name == "msaflow-pipeline"]
     assert len(pipeline) == 1
-    assert pipeline[0]["overrides"]["dataset.name"] == "mosi_pkl"
+    assert pipeline[0]["overrides"]["dataset.name"] == "mosi"
     stages = {name for name, _ in ours}
     assert {"ingest", "extract", "cache", "train", "evaluate", "report"} <= stages
 

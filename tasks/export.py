@@ -37,6 +37,7 @@ from tasks.formats.mmsa import (
     SIMS_LABELS,
     TEXT_LENGTHS,
     release_name,
+    strings,
     write_pickle,
 )
 
@@ -77,8 +78,7 @@ def cache_file(params: Params, paths: Paths, variant: str | None) -> tuple[str, 
 
 
 def _strings(values: np.ndarray) -> np.ndarray:
-    return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in values],
-                    dtype=object)
+    return np.array(strings(values), dtype=object)
 
 
 def _annotations(classes: np.ndarray, task: str, class_names: list[str]) -> np.ndarray:

@@ -21,10 +21,11 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from msaflow.io import atomic_path
 from tasks.contracts import SIMS_LABEL_COLUMNS
 
-REQUIRED = ("id", "raw_text", "text", "text_bert", "audio", "vision", "regression_labels")
 LENGTH_KEYS = ("audio_lengths", "vision_lengths")
 TEXT_LENGTHS = "text_lengths"
 SIMS_LABELS = {col: f"regression_labels_{col[-1]}" for col in SIMS_LABEL_COLUMNS}
@@ -32,6 +33,11 @@ META = "msaflow"  # top-level key of an export's metadata
 META_FORMAT = 1
 # Protocol 4: every Python MMSA supports (3.8+) reads it, and it holds arrays over 4 GB.
 PROTOCOL = 4
+
+
+def strings(values: np.ndarray) -> list[str]:
+    """An array of ids or texts as str (pickles from Python 2 tools hold bytes: UTF-8)."""
+    return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values]
 
 
 def release_name(variant: str, text_len: int, normalized: bool = False) -> str:

@@ -55,7 +55,14 @@ from tasks.contracts import (
     write_report,
 )
 from tasks.formats.hdf5 import Running, create, finish
-from tasks.formats.mmsa import LENGTH_KEYS, META, META_FORMAT, SIMS_LABELS, TEXT_LENGTHS
+from tasks.formats.mmsa import (
+    LENGTH_KEYS,
+    META,
+    META_FORMAT,
+    SIMS_LABELS,
+    TEXT_LENGTHS,
+    strings,
+)
 
 BLOCK = 512  # samples converted and written at a time: bounds the float32 copies in memory
 
@@ -219,10 +226,6 @@ def _array(path: Path, split: str, part: dict[str, Any], key: str, ndim: int) ->
     return arr
 
 
-def _strings(values: np.ndarray) -> list[str]:
-    return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values]
-
-
 def detect_variant(path: Path, data: dict[str, Any]) -> str:
     """'aligned' when text, audio and vision share one length, else 'unaligned'.
 
@@ -321,7 +324,7 @@ def _labels(path: Path, split: str, part: dict[str, Any], task: str
     """(regression label, class index, annotation) per clip, as the manifest holds them."""
     label = _array(path, split, part, "regression_labels", 1).astype(np.float32)
     n = len(label)
-    anns = _strings(_array(path, split, part, "annotations", 1)) if "annotations" in part \
+    anns = strings(_array(path, split, part, "annotations", 1)) if "annotations" in part \
         else [""] * n
     if task == "classification":
         if "classification_labels" not in part:
@@ -357,8 +360,8 @@ def manifest_frame(params: Params, path: Path, data: dict[str, Any]) -> pd.DataF
     seen: dict[str, str] = {}
     for split in SPLITS:
         part = data[split]
-        ids = _strings(_array(path, split, part, "id", 1))
-        texts = _strings(_array(path, split, part, "raw_text", 1))
+        ids = strings(_array(path, split, part, "id", 1))
+        texts = strings(_array(path, split, part, "raw_text", 1))
         if len(texts) != len(ids):
             raise PickleFormatError(
                 f"{_where(path, split, 'raw_text')}: {len(texts)} entries for {len(ids)} ids"
@@ -464,7 +467,7 @@ def _write_split(
     report: dict[str, Any],
 ) -> int:
     """Convert and write one split block by block; train's real rows feed ``stats``."""
-    ids = _strings(_array(path, split, part, "id", 1))
+    ids = strings(_array(path, split, part, "id", 1))
     n = len(ids)
     label, classes, _ = _labels(path, split, part, task)
     ds = {
@@ -537,7 +540,7 @@ def _write_split(
             del g[name]
             create(g, name, kept.shape, dtype)[...] = kept
     str_ids = [ids[i] for i in np.flatnonzero(keep)]
-    texts = _strings(_array(path, split, part, "raw_text", 1))
+    texts = strings(_array(path, split, part, "raw_text", 1))
     create(g, "ids", (len(str_ids),), str)[...] = np.array(str_ids, dtype=object)
     create(g, "raw_text", (len(str_ids),), str)[...] = np.array(
         [texts[i] for i in np.flatnonzero(keep)], dtype=object
@@ -571,7 +574,7 @@ def _check_manifest(paths: Paths, data: dict[str, Any], path: Path) -> None:
     frame = read_manifest(paths.manifest, ("clip_id", "split"))
     for split in SPLITS:
         want = set(frame.loc[frame["split"] == split, "clip_id"])
-        got = set(_strings(np.asarray(data[split]["id"])))
+        got = set(strings(np.asarray(data[split]["id"])))
         if want != got:
             raise PickleFormatError(
                 f"{paths.manifest}: split {split!r} lists {len(want)} clips but {path} holds "

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from msaflow.params import set_dotted
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -96,18 +98,12 @@ def commit_copy(repo: Path) -> dict:
     return env
 
 
-def set_params(path: Path, values: dict[str, object]) -> str:
-    """Write dotted ``values`` into the params file; return the new text."""
+def set_params(path: Path, values: dict[str, object]) -> None:
+    """Write dotted ``values`` into the params file (as ``-S`` overrides are set)."""
     raw = yaml.safe_load(path.read_text())
     for key, value in values.items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    text = yaml.safe_dump(raw, sort_keys=False)
-    path.write_text(text)
-    return text
+        set_dotted(raw, key, value)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
 def build(where: Path) -> TinyDemo:

@@ -110,7 +110,7 @@ def test_cli_run_with_overrides_is_a_prefect_flow_run(tmp_path: Path) -> None:
     # The server saw one pipeline flow run whose parameters carry the overrides, and every
     # stage subflow got them too: what a person sees (and could set) in the Prefect UI.
     # (The server's database may hold runs of other tests: this run's are the ones whose
-    # overrides name this test's pickle.)
+    # overrides name this test's folder.)
     ours = [(name, p) for name, p in runs
             if (p.get("overrides") or {}).get("dataset.root") == str(processed)]
     pipeline = [p for name, p in ours if name == "msaflow-pipeline"]

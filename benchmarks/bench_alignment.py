@@ -37,8 +37,8 @@ def _corpus(root: Path | None, tmp: Path) -> Path:
             if "words" in (csv.DictReader(fh).fieldnames or []):
                 return root
         print(f"{root}: demo_truth.csv has no word times (an older corpus): generating one")
-    from msaflow.params import load_params
     from tasks.demo import corpus
+    from tasks.params import load_params
 
     params = load_params(ROOT / "params.yaml")
     out = tmp / "demo"
@@ -64,9 +64,10 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-    from tasks.features import speech
     from tasks.features.media import decode_audio
-    from tasks.features.text import split_words, spread_by_length
+    from tasks.speech import alignment as speech
+    from tasks.speech.recognition import recognize
+    from tasks.speech.words import split_words, spread_by_length
 
     with tempfile.TemporaryDirectory(prefix="bench-alignment-") as tmp:
         root = _corpus(args.corpus, Path(tmp))
@@ -114,7 +115,7 @@ def main() -> None:
         errors, total = 0, 0
         asr_start = time.process_time()
         for words, samples, _ in clips:
-            heard = speech.recognize(samples, "pocketsphinx").words
+            heard = recognize(samples, "pocketsphinx").words
             e, n = _wer([w.lower() for w in words], heard)
             errors, total = errors + e, total + n
         asr_cpu = time.process_time() - asr_start

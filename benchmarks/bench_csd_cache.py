@@ -147,7 +147,7 @@ def generate(root: Path, videos: list[str], indices: list[int], n_segments: int)
 
 def bench_params(root: Path, folds: str) -> Any:
     """params.yaml with the csd source pointed at the generated MOSEI files."""
-    from msaflow.params import load_params
+    from tasks.params import load_params
 
     return load_params(
         ROOT / "params.yaml",
@@ -189,8 +189,8 @@ def _peak_growth(base: float) -> float:
 
 def run_extract(root: str, base: str, folds: str, q: mp.Queue) -> None:
     """Child: csd_manifest + csd_extract; report wall, peak growth, baseline and summaries."""
-    from msaflow.paths import Paths
-    from tasks.features.text import load_tokenizer
+    from config.paths import Paths
+    from models.text_encoders import load_tokenizer
     from tasks.sources import csd as sources
 
     params = bench_params(Path(root), folds)
@@ -208,7 +208,7 @@ def run_extract(root: str, base: str, folds: str, q: mp.Queue) -> None:
 
 def run_cache(root: str, base: str, folds: str, q: mp.Queue) -> None:
     """Child: build_cache for both variants (unaligned, aligned) in one call."""
-    from msaflow.paths import Paths
+    from config.paths import Paths
     from tasks.cache import build_cache
 
     params = bench_params(Path(root), folds)

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
-from models.deform import HAS_TORCHVISION, modulated_deform_conv2d, modulated_deform_conv2d_loop
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the loop lives in tests/
+
+from models.deform import HAS_TORCHVISION, modulated_deform_conv2d  # noqa: E402
+from tests.models.oracles import modulated_deform_conv2d_loop  # noqa: E402
 
 # (name, B, C_in, C_out, H, W, padding)
 CASES = [

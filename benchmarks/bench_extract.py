@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _params(root: Path, clips: int, workers: int):
-    from msaflow.params import parse_params
+    from tasks.params import parse_params
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["dataset"]["root"] = str(root / "data" / "raw" / "demo")
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
 
-    from msaflow.paths import Paths
+    from config.paths import Paths
     from tasks import extract, ingest
     from tasks.demo import corpus as demo
 

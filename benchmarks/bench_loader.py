@@ -70,9 +70,10 @@ def write_pickle(path: Path, n: int, seed: int) -> None:
 
 def convert(pkl: Path, base: Path) -> dict[str, Any]:
     """ingest + cache through the mmsa_pkl source; returns the cache summary."""
-    from msaflow.params import load_params
-    from msaflow.paths import Paths
-    from tasks.sources.mmsa_pkl import build_cache_from_pickle, build_manifest_from_pickle
+    from config.paths import Paths
+    from tasks.params import load_params
+    from tasks.sources.mmsa_pkl.cache import build_cache_from_pickle
+    from tasks.sources.mmsa_pkl.manifest import build_manifest_from_pickle
 
     params = load_params(
         Path(__file__).resolve().parents[1] / "params.yaml",

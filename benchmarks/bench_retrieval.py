@@ -21,11 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.dashfusion import (  # noqa: E402
-    build_retrieval_table,
-    retrieval_table_loop,
-    sample_pairs,
-)
+from models.dashfusion.retrieval import build_retrieval_table, sample_pairs  # noqa: E402
+from tests.models.oracles import retrieval_table_loop  # noqa: E402
 
 SIZES = (2199, 16326)  # MOSI and MOSEI training splits
 DIM = 384  # 3 × d_model

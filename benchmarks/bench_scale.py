@@ -70,8 +70,8 @@ def _extract(proj: Path, *sets: str) -> tuple[dict, float, dict[str, bytes]]:
 
 
 def _train(tmp: Path, n: int, epochs: int, ddp: bool) -> tuple[float, float]:
-    from msaflow.params import load_params
-    from msaflow.paths import Paths
+    from config.paths import Paths
+    from tasks.params import load_params
     from tasks.train import train_model
     from tests.synthetic import make_h5
 

@@ -11,9 +11,10 @@ timed over ``--steps`` steps (forward, backward, AdamW) after two warm-up steps,
 model's own epoch hook (DashFusion's retrieval table) run first. Every (model, attention)
 pair runs in its own process, so its peak memory is its own: peak resident memory on CPU
 (the process's high-water mark, and its growth over the set-up), peak allocated memory on a
-GPU. ``reference`` patches in ``models.layers.reference_attend`` (the full (B, H, N, S) score
-tensor the models used before ``torch.nn.functional.scaled_dot_product_attention``);
-ratios are fused / reference, measured in the same run. The text encoder is the packaged
+GPU. ``reference`` patches in ``reference_attend`` of tests/models/oracles.py (the full
+(B, H, N, S) score tensor the models used before
+``torch.nn.functional.scaled_dot_product_attention``); ratios are fused / reference,
+measured in the same run. The text encoder is the packaged
 MiniLM (384-d, 6 layers) whatever the preset: BERT-base is not available offline.
 """
 
@@ -50,16 +51,19 @@ def _child(job: dict) -> dict:
     """One (model, attention, device) measurement; runs in its own process."""
     from torch.utils.data import DataLoader
 
-    import models.dashfusion
+    import models.dashfusion.blocks
+    import models.fasca_net.model
     import models.layers
     from models import registry
-    from msaflow.model_params import resolve_model
-    from msaflow.params import load_params
     from tasks.formats.dataset import H5Dataset, collate, read_spec
+    from tasks.params import load_params
+    from tasks.training.settings import resolve_model
 
     if job["attention"] == "reference":
-        models.layers.attend = models.layers.reference_attend
-        models.dashfusion.attend = models.layers.reference_attend
+        from tests.models.oracles import reference_attend
+
+        for module in (models.layers, models.dashfusion.blocks, models.fasca_net.model):
+            module.attend = reference_attend
     torch.manual_seed(0)
     params = load_params(ROOT / "params.yaml", {"dataset.name": job["preset"], **job["set"]})
     _, config = resolve_model(params, job["model"], check_variant=False)
@@ -124,9 +128,9 @@ def step_loop(
 
 def main() -> None:
     """Print step time and peak memory per model, attention and device, with ratios."""
-    from msaflow.model_params import resolve_model
-    from msaflow.params import load_params
-    from msaflow.presets import PRESETS
+    from config.presets import PRESETS
+    from tasks.params import load_params
+    from tasks.training.settings import resolve_model
     from tests.synthetic import make_h5
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -58,9 +58,9 @@ def _trained_mae(name: str, base: Path, accelerator: str, precision: str, clips:
     """One epoch through tasks.train (the stage's code); test MAE scored on the CPU."""
     import numpy as np
 
-    from msaflow.params import load_params
-    from msaflow.paths import Paths
+    from config.paths import Paths
     from tasks.formats.dataset import H5Dataset
+    from tasks.params import load_params
     from tasks.train import train_model
     from tasks.training.checkpoint import forward, load
     from tests.synthetic import make_h5
@@ -94,8 +94,8 @@ def main() -> int:
         return 2
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 for the comparison
     torch.backends.cudnn.allow_tf32 = False
-    from msaflow.model_params import resolve_model
-    from msaflow.params import load_params
+    from tasks.params import load_params
+    from tasks.training.settings import resolve_model
     from tests.synthetic import make_h5
 
     params = load_params(ROOT / "params.yaml")

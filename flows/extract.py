@@ -1,4 +1,4 @@
-"""Stage `extract`: audio, vision and text features per clip (mapped, cached) → .csd.
+"""The extract stage's clips as Prefect tasks: the runner they go to, and the mapping.
 
 Clips fan out on Prefect's thread pool (``extract.runner: threads``, ``extract.workers``
 threads in this process) or on Dask through prefect-dask (``extract.runner: dask``: a local
@@ -12,16 +12,17 @@ bytes whichever runner computed them.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from prefect import flow, task, unmapped
+from prefect import task, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.common import load, publish_markdown, summary_markdown
-from msaflow.errors import ParamsError
-from msaflow.schema import ExtractParams
+from config.errors import ParamsError
+from config.paths import Paths
+from config.schema import ExtractParams, Params
 from tasks import extract
 from tasks.contracts import ExtractionFailed
 
@@ -66,10 +67,9 @@ def task_runner(cfg: ExtractParams) -> Any:
     })
 
 
-@flow(name="extract", log_prints=True)
-def extract_flow(params_path: str = "params.yaml", overrides: dict | None = None) -> dict:
-    """Extract every clip of the manifest, clip-parallel, then write one .csd per feature set."""
-    params, paths = load(params_path, overrides)
+def clip_mapper(params: Params, paths: Paths) -> Callable[[list[dict]], list[dict]]:
+    """The extract stage's ``map_fn``: its clips as mapped Prefect tasks, a result per row
+    (a clip whose task run was lost is recorded failed, not raised)."""
     dask = params.extract.runner == "dask"
 
     def map_clips(rows: list[dict]) -> list[dict]:
@@ -89,14 +89,4 @@ def extract_flow(params_path: str = "params.yaml", overrides: dict | None = None
                                                       f"{err}"))
         return results
 
-    summary = extract.run(params, paths, map_fn=map_clips)
-    publish_markdown("extract-summary", summary_markdown("Extraction", summary))
-    print(f"extract: {summary}")
-    return summary
-
-
-def run(params_path: str = "params.yaml", overrides: dict | None = None) -> dict:
-    """Run the flow on the task runner ``extract.runner`` names."""
-    params, _ = load(params_path, overrides)
-    runner = task_runner(params.extract)
-    return extract_flow.with_options(task_runner=runner)(params_path, overrides)
+    return map_clips

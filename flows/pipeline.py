@@ -1,15 +1,16 @@
 """The whole DAG as one Prefect flow run, a subflow per stage (same outputs as `dvc repro`).
 
-`msaflow run` (= `python -m flows.pipeline`) runs it on the server named by
-``PREFECT_API_URL``, else on a local server with its UI for the run (address printed). With
-``record`` (the default) it ends with ``dvc commit`` so DVC's ledger (dvc.lock) knows the
-artifacts and a following ``dvc repro`` has nothing to do.
+The stages run in dvc.yaml's order (tasks/stages.py reads it), a stage per model once per
+model of ``train.models``; a stage whose ``needed`` says no (the demo corpus for another
+dataset) is skipped. ``msaflow run`` runs it on the shared Prefect server. With ``record``
+(the default) it ends with ``dvc commit`` so DVC's ledger (dvc.lock) knows the artifacts and
+a following ``dvc repro`` has nothing to do.
 
 ``overrides`` (``-S key=value`` on the command line, a JSON object in the Prefect UI) change
 params for this run only, as ``dvc exp run -S`` does, e.g. another dataset:
 ``msaflow run -S dataset.name=meld -S dataset.root=/data/MELD.Raw``. params.yaml
 is left as it is, so such a run is not recorded in dvc.lock (which describes params.yaml);
-use ``dvc exp run -S ...`` to have DVC version it.
+use ``msaflow exp -S ...`` to have DVC version it.
 """
 
 from __future__ import annotations
@@ -18,16 +19,24 @@ from typing import Any
 
 from prefect import flow
 
-from flows.cache import cache_flow
-from flows.common import load, run_cli
-from flows.demo import demo_flow
-from flows.evaluate import evaluate_flow, report_flow
-from flows.extract import run as extract_run
-from flows.ingest import ingest_flow
-from flows.repro import record_in_dvc
-from flows.robustness import robustness_flow
-from flows.train import train_flow
-from msaflow.overrides import describe
+from config.overrides import describe
+from flows.common import load
+from flows.stages import run_stage
+from runtime.dvc import record_in_dvc
+from tasks import stages
+
+
+def plan(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None,
+         dvc_yaml: str | None = None) -> list[tuple[str, str | None]]:
+    """(stage, model or None) in the order the pipeline runs them."""
+    params, paths = load(params_path, overrides)
+    steps: list[tuple[str, str | None]] = []
+    for stage in stages.order(dvc_yaml):
+        if not stage.is_needed(params, paths):
+            continue
+        models = params.train.models if stage.per_model else (None,)
+        steps += [(stage.name, model) for model in models]
+    return steps
 
 
 @flow(name="msaflow-pipeline", log_prints=True)
@@ -35,29 +44,18 @@ def pipeline(
     params_path: str = "params.yaml",
     record: bool = True,
     overrides: dict[str, Any] | None = None,
-) -> str:
-    """demo → ingest → extract → cache → train, evaluate, robustness × models → report."""
-    params, paths = load(params_path, overrides)
+) -> dict[str, Any]:
+    """Every stage of dvc.yaml, in its order, each as its flow; the last stage's summary."""
     over = overrides or None
     if over:
+        params, _ = load(params_path, over)
         print(f"params: {params_path} with {describe(over)} (dataset {params.dataset.name})")
-    if paths.raw_root.resolve() == paths.demo_root.resolve():
-        demo_flow(params_path, over)
-    ingest_flow(params_path, over)
-    extract_run(params_path, over)
-    cache_flow(params_path, over)
-    for model in params.train.models:
-        train_flow(model, params_path, over)
-        evaluate_flow(model, params_path, over)
-        robustness_flow(model, params_path, over)
-    table = report_flow(params_path, over)
+    summary: dict[str, Any] = {}
+    for name, model in plan(params_path, over):
+        summary = run_stage(name, params_path, over, model)
     if record and over:
         print("not recorded in dvc.lock: this run's params differ from params.yaml "
-              f"({describe(over)}); `dvc exp run` with the same -S versions such a run")
+              f"({describe(over)}); `msaflow exp` with the same -S versions such a run")
     elif record:
         record_in_dvc()
-    return table
-
-
-if __name__ == "__main__":
-    run_cli("run")
+    return summary

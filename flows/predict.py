@@ -22,7 +22,7 @@ def predict_task(
 ) -> dict:
     """Extract, build the model input as the cache does, score with every seed; write ``out``."""
     params, paths = load(params_path, overrides)
-    out = out or str(predict.default_out(paths, model))
+    out = out or str(paths.predictions(model))
     return predict.predict_videos(
         params, paths, model, videos,
         checkpoint=checkpoint, text=text, transcripts=transcripts, out=out, asr=asr,

@@ -3,8 +3,7 @@
 Run once: ``msaflow retrain``; undo a promotion: ``msaflow retrain --roll-back MODEL``.
 Serve on a schedule (a Prefect deployment; runs while this process lives, on the server
 named by ``PREFECT_API_URL``, else on a local server with its UI started for the process):
-``msaflow retrain --serve [--cron "0 3 * * 1"] [--name weekly]``. ``python -m flows.retrain``
-is the same command.
+``msaflow retrain --serve [--cron "0 3 * * 1"] [--name weekly]``.
 """
 
 from __future__ import annotations
@@ -13,8 +12,8 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.common import load, publish_markdown, run_cli
-from flows.repro import repro
+from flows.common import load, publish_markdown
+from runtime.dvc import repro
 from tasks import retrain
 
 DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00 (UTC): weekly, at a quiet hour
@@ -103,11 +102,8 @@ def serve_kwargs(cron: str, name: str, parameters: dict[str, Any]) -> dict[str, 
 def roll_back(params_path: str, model: str) -> dict[str, Any]:
     """Make ``model``'s previous champion current again (no repro); its record."""
     _, paths = load(params_path)
-    record = retrain.roll_back(retrain.champion_dir(paths, model))
+    record = retrain.roll_back(paths.champion(model))
     print(f"{model}: champion is again {record['metric']} {record['value']:.4f} "
           f"(promoted {record.get('promoted_at')}); the undone one is in previous/")
     return record
 
-
-if __name__ == "__main__":
-    run_cli("retrain")

@@ -1,6 +1,6 @@
 """The contract every model honours: what a batch holds, what forward returns, how it learns.
 
-A batch (built by ``tasks.dataset.H5Dataset`` + ``collate``) is a dict of tensors:
+A batch (built by ``tasks.formats.dataset.H5Dataset`` + ``collate``) is a dict of tensors:
 
     text_ids    (B, Lt) long    subword token ids for a fine-tuned HF encoder ([CLS] first)
     text_mask   (B, Lt) bool    True where a real token is

@@ -14,7 +14,7 @@ model works on any torch build. Both paths share torchvision's tensor layout:
 Tap t of output (ho, wo) samples the input at
 ``(ho * stride_h - pad_h + i * dil_h + dy, wo * stride_w - pad_w + j * dil_w + dx)`` with
 bilinear interpolation; points outside the map read zeros (torchvision's convention).
-``modulated_deform_conv2d_loop`` is a direct nested-loop version kept as the reference the
+A direct nested-loop version (tests/models/oracles.py) is the reference the
 tests and the benchmark compare against.
 """
 
@@ -34,7 +34,6 @@ __all__ = [
     "HAS_TORCHVISION",
     "ModulatedDeformConv2d",
     "modulated_deform_conv2d",
-    "modulated_deform_conv2d_loop",
 ]
 
 HAS_TORCHVISION = _tv_deform_conv2d is not None
@@ -164,65 +163,6 @@ def modulated_deform_conv2d(
         )
     return _deform_torch(x, offset, mask, weight, bias, stride, padding, dilation)
 
-
-def modulated_deform_conv2d_loop(
-    x: torch.Tensor,
-    offset: torch.Tensor,
-    mask: torch.Tensor | None,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    stride: IntPair = 1,
-    padding: IntPair = 0,
-    dilation: IntPair = 1,
-) -> torch.Tensor:
-    """Direct nested-loop DCNv2 (slow, obviously correct): the reference for tests/benchmarks."""
-    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-    b, c_in, h, w = x.shape
-    c_out, c_per_wg, kh, kw = weight.shape
-    ho = _out_size(h, kh, stride[0], padding[0], dilation[0])
-    wo = _out_size(w, kw, stride[1], padding[1], dilation[1])
-    groups, wgroups = _check(x, offset, mask, weight, (ho, wo))
-    cg, k = c_in // groups, kh * kw
-    out_per_wg = c_out // wgroups
-    zero = x.new_zeros(cg)
-    outputs = []
-    for n in range(b):
-        cols = []  # per output position: the (C_in, K) sampled patch
-        for oy in range(ho):
-            for ox in range(wo):
-                patch = []
-                for g in range(groups):
-                    taps = []
-                    for i in range(kh):
-                        for j in range(kw):
-                            t = i * kw + j
-                            py = oy * stride[0] - padding[0] + i * dilation[0]
-                            px = ox * stride[1] - padding[1] + j * dilation[1]
-                            py = py + offset[n, 2 * (g * k + t), oy, ox]
-                            px = px + offset[n, 2 * (g * k + t) + 1, oy, ox]
-                            yf, xf = math.floor(py.item()), math.floor(px.item())
-                            val = zero
-                            for cy, cx in ((yf, xf), (yf, xf + 1), (yf + 1, xf), (yf + 1, xf + 1)):
-                                if 0 <= cy < h and 0 <= cx < w:
-                                    wy = 1 - (py - cy).abs()
-                                    wx = 1 - (px - cx).abs()
-                                    val = val + wy * wx * x[n, g * cg : (g + 1) * cg, cy, cx]
-                            if mask is not None:
-                                val = val * mask[n, g * k + t, oy, ox]
-                            taps.append(val)
-                    patch.append(torch.stack(taps, dim=1))  # (Cg, K)
-                cols.append(torch.cat(patch, dim=0))  # (C_in, K)
-        col = torch.stack(cols, dim=-1)  # (C_in, K, L)
-        per_group = []
-        for wg in range(wgroups):
-            wmat = weight[wg * out_per_wg : (wg + 1) * out_per_wg].reshape(out_per_wg, -1)
-            cin = col[wg * c_per_wg : (wg + 1) * c_per_wg].reshape(c_per_wg * k, -1)
-            per_group.append(wmat @ cin)
-        outputs.append(torch.cat(per_group, dim=0).view(c_out, ho, wo))
-    out = torch.stack(outputs)
-    if bias is not None:
-        out = out + bias.view(1, c_out, 1, 1)
-    return out
 
 
 class ModulatedDeformConv2d(nn.Module):

@@ -16,7 +16,6 @@ from models.base import masked_mean
 
 __all__ = [
     "attend",
-    "reference_attend",
     "FeedForward",
     "Attention",
     "TransformerBlock",
@@ -74,21 +73,6 @@ def attend(
         return out
     return out * has_key[:, None, None, None].to(out.dtype)
 
-
-def reference_attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
-    scale: float, dropout_p: float = 0.0,
-) -> torch.Tensor:
-    """``attend`` written out: the full score tensor, masked softmax, weighted sum. What the
-    models used before the fused kernels; tests and the benchmark compare against it."""
-    scores = torch.einsum("bhnd,bhsd->bhns", q, k) * scale  # (B, H, N, S)
-    if key_mask is None:
-        attn = scores.softmax(-1)
-    else:
-        keep = key_mask[:, None, None, :]  # (B, 1, 1, S)
-        attn = scores.masked_fill(~keep, torch.finfo(scores.dtype).min).softmax(-1) * keep
-    attn = F.dropout(attn, dropout_p) if dropout_p > 0 else attn
-    return torch.einsum("bhns,bhsd->bhnd", attn, v)
 
 
 class FeedForward(nn.Module):

@@ -1,7 +1,10 @@
-"""Name → model class, so params name a model and checkpoints rebuild it.
+"""Name → model, so params name a model and checkpoints rebuild it.
 
-Adding a model: one file that decorates its class with ``@register(name, ConfigDataclass)``,
-and one line in ``_MODULES`` naming that file (imported only when the model is used).
+A model registers a :class:`ModelEntry` from its package's ``__init__``, which imports no
+torch: its config dataclass (the architecture keys of ``models.<name>``, checked when params
+load), its presets per dataset preset, and where its ``nn.Module`` class lives (imported
+only to build one). Adding a model: a package ``models/<name>/`` whose ``__init__`` calls
+``register(ModelEntry(...))``, and one line in ``LINES`` naming it.
 """
 
 from __future__ import annotations
@@ -10,11 +13,13 @@ import dataclasses
 import functools
 import importlib
 import typing
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from msaflow.errors import ParamsError
+from config.errors import ParamsError
+from config.registry import Registry
 
 if TYPE_CHECKING:  # the model modules import torch; this index stays light
     from models.base import DataSpec, MSAModel
@@ -34,8 +39,8 @@ TRAIN_KEYS = (
     "preset",
 )
 
-# Model name → module that defines it (imported lazily: a heavy model costs nothing unused).
-_MODULES = {
+# The registration lines: model name → the package that registers it.
+LINES: dict[str, str] = {
     "unimodal_text": "models.baselines",
     "unimodal_audio": "models.baselines",
     "unimodal_vision": "models.baselines",
@@ -44,32 +49,42 @@ _MODULES = {
     "fasca_net": "models.fasca_net",
 }
 
-_REGISTRY: dict[str, tuple[type[MSAModel], type]] = {}
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: its config, presets and (lazily) its class."""
+
+    name: str
+    config: type  # dataclass of the architecture keys
+    model: str  # "module:Class" of the nn.Module (imported by model_class())
+    # dataset preset name → a models.<name> section (trainer and architecture keys)
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def model_class(self) -> type[MSAModel]:
+        """The ``MSAModel`` subclass (imports torch)."""
+        module, _, attr = self.model.partition(":")
+        return getattr(importlib.import_module(module), attr)
 
 
-def register(name: str, config_cls: type):
-    """Class decorator: make a model buildable by name with its config dataclass."""
-
-    def wrap(cls: type[MSAModel]) -> type[MSAModel]:
-        cls.name = name
-        _REGISTRY[name] = (cls, config_cls)
-        return cls
-
-    return wrap
+MODELS: Registry[ModelEntry] = Registry("model", LINES)
 
 
-def available() -> list[str]:
+def names() -> list[str]:
     """Every model name params may use."""
-    return sorted(_MODULES)
+    return MODELS.names()
 
 
-def lookup(name: str) -> tuple[type[MSAModel], type]:
-    """The (model class, config class) registered under ``name``."""
-    if name not in _MODULES:
-        raise ParamsError(f"models.{name}: unknown model {name!r}; available: {available()}")
-    if name not in _REGISTRY:
-        importlib.import_module(_MODULES[name])
-    return _REGISTRY[name]
+def get(name: str) -> ModelEntry:
+    """The model registered as ``name`` (ParamsError naming ``models.<name>`` if unknown)."""
+    try:
+        return MODELS.get(name)
+    except KeyError:
+        raise ParamsError(f"models.{name}: {MODELS.unknown(name)}") from None
+
+
+def register(entry: ModelEntry) -> ModelEntry:
+    """Make ``entry`` buildable by its name (called from the model package's __init__)."""
+    return MODELS.register(entry.name, entry)
 
 
 def split_params(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -98,14 +113,12 @@ def _typed(config_cls: type) -> type[BaseModel]:
 def config_model(name: str) -> type[BaseModel]:
     """The pydantic model of ``name``'s architecture keys: its config dataclass's fields,
     their types checked strictly, unknown keys refused."""
-    _, config_cls = lookup(name)
-    return _typed(config_cls)
+    return _typed(get(name).config)
 
 
 def build_config(name: str, arch: dict[str, Any]) -> Any:
     """Validate architecture params into the model's config dataclass (ParamsError names
     ``models.<name>.<key>``); the dataclass's own checks run on construction."""
-    _, config_cls = lookup(name)
     try:
         typed = config_model(name).model_validate(arch)
     except ValidationError as err:
@@ -113,12 +126,11 @@ def build_config(name: str, arch: dict[str, Any]) -> Any:
         key = ".".join(str(p) for p in first["loc"])
         what = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
         raise ParamsError(f"models.{name}.{key}: {what} (got {first.get('input')!r})") from None
-    return config_cls(**dict(typed))
+    return get(name).config(**dict(typed))
 
 
 def build(name: str, spec: DataSpec, config: Any) -> MSAModel:
     """Instantiate a registered model for the given data."""
     if isinstance(config, dict):
         config = build_config(name, config)
-    cls, _ = lookup(name)
-    return cls(spec, config)
+    return get(name).model_class()(spec, config)

@@ -1,3 +1,3 @@
-"""msaflow: a reproducible multimodal sentiment analysis pipeline (DVC ledger, Prefect runs)."""
+"""msaflow: the command line of the pipeline (`msaflow ...`), on top of everything else."""
 
 __version__ = "0.1.0"

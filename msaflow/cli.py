@@ -1,22 +1,9 @@
-"""`msaflow`: the one command line of the pipeline (each subcommand runs a Prefect flow).
+"""`msaflow`: the one command line of the pipeline (each stage command runs a Prefect flow).
 
-msaflow demo | ingest | extract | cache       data stages
-msaflow train | evaluate | robustness MODEL   model stages (then: report)
-msaflow predict VIDEO... --model MODEL        a trained model's sentiment of new videos
-msaflow export mmsa [--variant V] [--out F]   a cache variant as MMSA's pickle (for MMSA)
-msaflow run                                   the whole DAG as one Prefect flow run
-msaflow repro [DVC ARGS...]                   `dvc repro` with one shared Prefect server
-msaflow exp [DVC ARGS...]                     `dvc exp run --temp` (takes -S), one shared server
-msaflow exp show                              experiments side by side: changed params, metrics
-msaflow retrain [--serve] [--roll-back MODEL] `dvc repro`, then promote challengers that beat
-                                              their champion on valid; or serve it on a cron
-msaflow check                                 validate params.yaml and exit
-
-Every stage command, `run`, `predict`, `export` and `check` take ``-S KEY=VALUE`` (repeatable) to
-change params for that run only, spelled as in `dvc exp run -S` (e.g. ``msaflow run -S
-dataset.name=meld -S dataset.root=/data/MELD.Raw``); params.yaml is not modified.
-``python -m flows.pipeline`` and ``python -m flows.retrain`` are `msaflow run` and
-`msaflow retrain` under their module names.
+The stage commands come from the stage table (tasks/stages.py); the others are below. Every
+command that runs a flow reports to one local Prefect server shared by every command
+(started on first use; ``msaflow server stop`` ends it), or to the one ``PREFECT_API_URL``
+names. Parsing arguments and validating params import neither Prefect nor torch.
 """
 
 from __future__ import annotations
@@ -24,111 +11,59 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
-from msaflow import environment
-from msaflow.errors import ParamsError
-from msaflow.overrides import parse_assignments
-from msaflow.params import load_params
+from config import environment
+from config.errors import ParamsError
+from config.overrides import parse_assignments
+from runtime import server
+from tasks import stages
 
 DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00 (UTC): weekly, at a quiet hour
 DEFAULT_NAME = "weekly"
-STAGES = (
-    ("demo", "generate the demo corpus (data/raw/demo)"),
-    ("ingest", "the dataset's raw files → manifest.csv + ingest_errors.csv"),
-    ("extract", "features per clip → one .csd per feature set + extract_errors.csv"),
-    ("cache", ".csd files → HDF5 tensors (aligned / unaligned)"),
-    ("report", "the summary table across models (reports/summary_<dataset>.md)"),
-    ("check", "validate params (and -S overrides) and exit"),
+
+# The commands besides the stages: (usage, what it does), for the epilog.
+COMMANDS = (
+    ("predict VIDEO... --model MODEL", "a trained model's sentiment of new videos"),
+    ("export mmsa [--variant V] [--out F]", "a cache variant as MMSA's pickle (for MMSA)"),
+    ("run", "the whole DAG as one Prefect flow run (stages in dvc.yaml's order)"),
+    ("repro [DVC ARGS...]", "`dvc repro` on the shared Prefect server"),
+    ("exp [DVC ARGS...]", "`dvc exp run --temp` (takes -S); `exp show`: side by side"),
+    ("retrain [--serve] [--roll-back MODEL]", "`dvc repro`, then promote challengers that "
+                                              "beat their champion on valid"),
+    ("check", "validate params.yaml (and -S overrides) and exit"),
+    ("server start | stop | status", "the shared local Prefect server (UI and API)"),
 )
+
+
+def _epilog() -> str:
+    lines = ["stages (dvc.yaml runs them; each is also a command):"]
+    for stage in stages.STAGES:
+        usage = f"{stage.name} MODEL" if stage.per_model else stage.name
+        lines.append(f"  msaflow {usage:<36} {stage.title}")
+    lines.append("commands:")
+    lines += [f"  msaflow {usage:<36} {text}" for usage, text in COMMANDS]
+    lines += [
+        "",
+        "Every stage command, run, predict, export and check take -S KEY=VALUE (repeatable) to",
+        "change params for that run only, spelled as in `dvc exp run -S` (e.g. msaflow run -S",
+        "dataset.name=meld -S dataset.root=/data/MELD.Raw); params.yaml is not modified.",
+    ]
+    return "\n".join(lines)
 
 
 def _models_help() -> str:
     from models import registry
 
-    return "one of: " + ", ".join(registry.available())
-
-
-def _run_stage(args: argparse.Namespace, over: dict[str, Any] | None) -> Any:
-    """Run the flow of a stage command (flows are imported here: `--help` stays quick)."""
-    name = args.command
-    if name == "demo":
-        from flows.demo import demo_flow
-
-        return demo_flow(args.params, over)
-    if name == "ingest":
-        from flows.ingest import ingest_flow
-
-        return ingest_flow(args.params, over)
-    if name == "extract":
-        from flows.extract import run
-
-        return run(args.params, over)
-    if name == "cache":
-        from flows.cache import cache_flow
-
-        return cache_flow(args.params, over)
-    if name == "train":
-        from flows.train import train_flow
-
-        return train_flow(args.model, args.params, over)
-    if name == "evaluate":
-        from flows.evaluate import evaluate_flow
-
-        return evaluate_flow(args.model, args.params, over)
-    if name == "robustness":
-        from flows.robustness import robustness_flow
-
-        return robustness_flow(args.model, args.params, over)
-    if name == "report":
-        from flows.evaluate import report_flow
-
-        return report_flow(args.params, over)
-    if name == "export":
-        from flows.common import load
-        from flows.export import export_flow
-        from tasks.export import cache_file
-
-        # A bad request (no cache, a variant not built) is an error line, not a failed run.
-        cache_file(*load(args.params, over), args.variant)
-        return export_flow(args.format, args.variant, args.out, args.params, over,
-                           args.normalize)
-    if name == "predict":
-        from flows.predict import predict_flow
-
-        return predict_flow(
-            args.model, args.videos, checkpoint=args.checkpoint, text=args.text,
-            transcripts=args.transcripts, out=args.out, params_path=args.params,
-            overrides=over, asr=args.asr,
-        )
-    raise AssertionError(name)
-
-
-def _retrain(args: argparse.Namespace) -> int:
-    from flows.common import prefect_server
-    from flows.retrain import flow_parameters, retrain_flow, roll_back, serve_kwargs
-
-    if args.roll_back:
-        roll_back(args.params, args.roll_back)
-        return 0
-    parameters = flow_parameters(args.params, args.min_delta, args.models)
-    kwargs = serve_kwargs(args.cron, args.name, parameters) if args.serve else None
-    # The server named by PREFECT_API_URL (`make ui`), else a local one with its UI (and its
-    # scheduler) that lives as long as this process.
-    with prefect_server():
-        if kwargs is not None:
-            retrain_flow.serve(**kwargs)
-        else:
-            retrain_flow(**parameters)
-    return 0
+    return "one of: " + ", ".join(registry.names())
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(
         prog="msaflow", description=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n".join(__doc__.splitlines()[2:12]),
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_epilog(),
     )
     parser.add_argument("--params", default="params.yaml", help="params file (params.yaml)")
     sets = argparse.ArgumentParser(add_help=False)
@@ -136,17 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
                       metavar="KEY=VALUE",
                       help="change a param for this run only, as `dvc exp run -S` (repeatable)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, text in STAGES:
-        sub.add_parser(name, help=text, description=text, parents=[sets])
     models = _models_help()
-    for name, text in [
-        ("train", "train one model, every seed of train.seeds"),
-        ("evaluate", "score one model's checkpoints on valid and test"),
-        ("robustness", "score one model's checkpoints with modalities absent, missing and "
-                       "noisy (params robustness.*)"),
-    ]:
-        p = sub.add_parser(name, help=text, description=text, parents=[sets])
-        p.add_argument("model", metavar="MODEL", help=models)
+    for stage in stages.STAGES:
+        p = sub.add_parser(stage.name, help=stage.title, description=stage.title,
+                           parents=[sets])
+        if stage.per_model:
+            p.add_argument("model", metavar="MODEL", help=models)
     text = "a trained model's sentiment of your videos → JSON"
     p = sub.add_parser("predict", help=text, description=text, parents=[sets])
     p.add_argument("videos", nargs="+", metavar="VIDEO",
@@ -196,10 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"deployment name for --serve (default {DEFAULT_NAME!r})")
     p.add_argument("--roll-back", metavar="MODEL", default=None,
                    help="make MODEL's previous champion current again (no repro) and exit")
+    text = "validate params (and -S overrides) and exit"
+    sub.add_parser("check", help=text, description=text, parents=[sets])
+    text = ("the local Prefect server every msaflow command shares (started on first use, "
+            "kept for the next commands)")
+    p = sub.add_parser("server", help=text, description=text)
+    p.add_argument("action", choices=("start", "stop", "status"), metavar="ACTION",
+                   help="start | stop | status")
     for name, text in [
-        ("repro", "`dvc repro` with one shared Prefect server; DVC_ARGS go to dvc "
+        ("repro", "`dvc repro` on the shared Prefect server; DVC_ARGS go to dvc "
                   "(e.g. a stage name, --force)"),
-        ("exp", "`dvc exp run --temp` with one shared Prefect server: the experiment runs "
+        ("exp", "`dvc exp run --temp` on the shared Prefect server: the experiment runs "
                 "in a temporary copy, the workspace stays as it is; DVC_ARGS go to dvc (e.g. "
                 "-S KEY=VALUE, --name NAME; --queue; --workspace runs it in the workspace). "
                 "`msaflow exp show`: each experiment's changed params and test metric per "
@@ -220,6 +157,108 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _prefect_api() -> Callable[[], None]:
+    """Point Prefect at the user's server or the shared one, before Prefect is imported;
+    the shared one is started now if none runs, and the returned call waits until it
+    answers (so its start overlaps the command's own imports)."""
+    url = server.user_api_url()
+    if url is not None:
+        os.environ["PREFECT_API_URL"] = url
+        return lambda: None
+    shared, started = server.start()
+    os.environ["PREFECT_API_URL"] = shared.api_url
+    if started:
+        print(f"Prefect server started for msaflow: {shared.address} (UI and API; kept for "
+              "later commands; `msaflow server stop` ends it)", file=sys.stderr)
+    return lambda: server.wait(shared)
+
+
+def _server(action: str) -> int:
+    if action == "stop":
+        stopped = server.stop()
+        print(f"stopped the Prefect server on {stopped.address}" if stopped
+              else "no msaflow Prefect server runs")
+        return 0
+    if action == "start":
+        server.ensure()
+    shared = server.recorded()
+    if shared is None:
+        print(f"no msaflow Prefect server runs (state: {server.state_file()})")
+        return 0 if action == "status" else 1
+    answers = server.healthy(shared.api_url)
+    print(f"Prefect server {shared.address} (pid {shared.pid}, since {shared.started}): "
+          f"{'answers' if answers else 'does not answer'}; its log: {server.log_file()}")
+    return 0
+
+
+def _load(args: argparse.Namespace, over: dict[str, Any] | None) -> Any:
+    from tasks.params import load_params
+
+    return load_params(args.params, over)
+
+
+def _run(args: argparse.Namespace, over: dict[str, Any] | None) -> int:
+    """A command that runs a flow (params already valid)."""
+    ready = _prefect_api()
+    from flows.common import quiet_terminal
+
+    quiet_terminal()  # a handled error is one line on the terminal, not a traceback
+    name = args.command
+    if name == "run":
+        from flows.pipeline import pipeline
+
+        ready()
+        pipeline(args.params, record=not args.no_record, overrides=over)
+        return 0
+    if name == "export":
+        from flows.common import load
+        from flows.export import export_flow
+        from tasks.export import cache_file
+
+        # A bad request (no cache, a variant not built) is an error line, not a failed run.
+        cache_file(*load(args.params, over), args.variant)
+        ready()
+        export_flow(args.format, args.variant, args.out, args.params, over, args.normalize)
+        return 0
+    if name == "predict":
+        from flows.predict import predict_flow
+
+        ready()
+        result = predict_flow(
+            args.model, args.videos, checkpoint=args.checkpoint, text=args.text,
+            transcripts=args.transcripts, out=args.out, params_path=args.params,
+            overrides=over, asr=args.asr,
+        )
+        # every video failed: their errors are in the table and the JSON
+        return 1 if result["videos"] == result["failed"] else 0
+    if name == "retrain":
+        return _retrain(args, ready)
+    from flows.stages import run_stage
+
+    ready()
+    run_stage(name, args.params, over, getattr(args, "model", None))
+    return 0
+
+
+def _retrain(args: argparse.Namespace, ready: Callable[[], None]) -> int:
+    if os.path.abspath(args.params) != os.path.abspath("params.yaml"):
+        print(f"error: retrain runs `dvc repro`, which reads ./params.yaml, not "
+              f"{args.params}; run it from the repo root without --params", file=sys.stderr)
+        return 2
+    from flows.retrain import flow_parameters, retrain_flow, roll_back, serve_kwargs
+
+    if args.roll_back:
+        roll_back(args.params, args.roll_back)
+        return 0
+    parameters = flow_parameters(args.params, args.min_delta, args.models)
+    ready()
+    if args.serve:
+        retrain_flow.serve(**serve_kwargs(args.cron, args.name, parameters))
+    else:
+        retrain_flow(**parameters)
+    return 0
+
+
 def _main(argv: list[str] | None = None) -> int:
     environment.apply()  # before any flow (and Prefect) is imported
     parser = build_parser()
@@ -228,17 +267,24 @@ def _main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and args.command not in ("repro", "exp"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command in ("repro", "exp"):
-        from flows.repro import exp_show, repro
-
-        dvc_args = [*extra, *args.dvc_args]
-        if args.command == "exp" and dvc_args[:1] == ["show"]:
-            return exp_show(dvc_args[1:])
-        command = ("repro",) if args.command == "repro" else ("exp", "run")
-        return repro(dvc_args, command)
     try:
+        if args.command in ("repro", "exp"):
+            from runtime.dvc import exp_show, repro
+
+            dvc_args = [*extra, *args.dvc_args]
+            if args.command == "exp" and dvc_args[:1] == ["show"]:
+                return exp_show(dvc_args[1:])
+            command = ("repro",) if args.command == "repro" else ("exp", "run")
+            return repro(dvc_args, command)
+        if args.command == "server":
+            return _server(args.action)
         over = parse_assignments(getattr(args, "overrides", [])) or None
-        params = load_params(args.params, over)
+        if args.command == "retrain" and over:
+            print("error: retrain runs `dvc repro`, which reads params.yaml as it is: -S "
+                  "overrides would not apply; use `msaflow exp -S KEY=VALUE` (= `dvc exp "
+                  "run -S`) for changed params, or edit params.yaml", file=sys.stderr)
+            return 2
+        params = _load(args, over)
         if args.command == "check":
             extra_s = f" with {len(over)} override(s)" if over else ""
             print(
@@ -247,41 +293,21 @@ def _main(argv: list[str] | None = None) -> int:
                 f"{', '.join(params.train.models)})"
             )
             return 0
-        if args.command in ("train", "evaluate", "robustness") and args.model not in params.models:
+        if getattr(args, "model", None) is not None and args.command != "predict" \
+                and args.model not in params.models:
             raise ParamsError(f"{args.params}: models.{args.model}: no such model section")
-        if args.command == "retrain":
-            if over:
-                print("error: retrain runs `dvc repro`, which reads params.yaml as it is: -S "
-                      "overrides would not apply; use `dvc exp run -S KEY=VALUE` (= `msaflow "
-                      "exp`) for changed params, or edit params.yaml", file=sys.stderr)
-                return 2
-            if os.path.abspath(args.params) != os.path.abspath("params.yaml"):
-                print(f"error: retrain runs `dvc repro`, which reads ./params.yaml, not "
-                      f"{args.params}; run it from the repo root without --params",
-                      file=sys.stderr)
-                return 2
-            return _retrain(args)
-        if args.command == "run":
-            # Many flow runs: one local server with the UI, as `msaflow repro` has, instead
-            # of Prefect's API-only one.
-            from flows.common import prefect_server
-            from flows.pipeline import pipeline
-
-            with prefect_server():
-                pipeline(args.params, record=not args.no_record, overrides=over)
-            return 0
-        result = _run_stage(args, over)
-        if args.command == "predict" and result["videos"] == result["failed"]:
-            return 1  # every video failed; their errors are in the table and the JSON
+        return _run(args, over)
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except server.ServerError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except Exception as err:  # a stage failed: one readable line; the flow log has the rest
         if os.environ.get("MSAFLOW_DEBUG"):
             raise
         print(f"error: {args.command} failed: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,1 +1,2 @@
-"""The work of each stage: pure, testable functions (wrapped as Prefect tasks by flows/)."""
+"""The work: each stage's pure, testable functions (run as Prefect tasks by flows/), the
+stage table, the plugin registries (sources, feature sets) and the formats they write."""

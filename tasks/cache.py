@@ -18,14 +18,14 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from msaflow.io import atomic_path, file_digest, text_digest
-from msaflow.paths import Paths
-from msaflow.schema import Params
+from config.paths import Paths
+from config.schema import Params
 from tasks import contracts, sources
 from tasks.contracts import POLARITY, SPLITS, CacheError
 from tasks.formats.align import align_clip
 from tasks.formats.csd import CsdFormatError, CsdReader, read_csd
 from tasks.formats.hdf5 import NORM_STREAMS, Running, SplitWriter, finish
+from tasks.io import atomic_path, file_digest, text_digest
 
 MANIFEST_REQUIRED = ("clip_id", "split", "text", "label", "label_class", "annotation")
 
@@ -47,16 +47,6 @@ class Skips:
 
     missing: dict[str, list[str]] = field(default_factory=dict)
     bad: dict[str, str] = field(default_factory=dict)
-
-
-def read_manifest(path: Path) -> pd.DataFrame:
-    """The ingest manifest, with the columns the cache needs checked and labels typed."""
-    try:
-        return contracts.read_manifest(path, MANIFEST_REQUIRED, labels=True)
-    except FileNotFoundError:
-        raise CacheError(f"{path}: manifest not found (run the `ingest` stage)") from None
-    except contracts.ManifestError as err:
-        raise CacheError(str(err)) from None
 
 
 def csd_files(params: Params, paths: Paths) -> dict[str, Path]:
@@ -179,10 +169,10 @@ def _clips(frame: pd.DataFrame) -> Iterator[tuple[str, str, str, float, int]]:
 
 def build_cache(params: Params, paths: Paths) -> dict[str, Any]:
     """Write ``paths.h5(variant)`` for every ``cache.variants``; return a summary."""
-    source = sources.of(params)
-    if source.cache is not None:  # the source brings tensors: no .csd, no alignment
-        return source.cache(params, paths)
-    manifest = read_manifest(paths.manifest)
+    own = sources.of(params).hook("cache")
+    if own is not None:  # the source brings tensors: no .csd, no alignment
+        return own(params, paths)
+    manifest = contracts.read_manifest(paths.manifest, MANIFEST_REQUIRED, labels=True)
     files = csd_files(params, paths)
     absent = [str(p) for p in files.values() if not p.is_file()]
     if absent:

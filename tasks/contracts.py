@@ -8,7 +8,7 @@
 - the error types a stage raises when it cannot go on.
 
 docs/contracts.md describes the files; this module is what the code checks them with. It
-imports nothing of the project's but ``msaflow.io``: it sits at the bottom of ``tasks/``.
+imports nothing of the project's but ``tasks.io``: it sits at the bottom of ``tasks/``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import pandas as pd
 
-from msaflow.io import atomic_path
+from tasks.io import atomic_path
 
 # --------------------------------------------------------------------------- splits, classes
 
@@ -44,11 +44,6 @@ POLARITY: tuple[str, ...] = ("Negative", "Neutral", "Positive")
 def split_name(value: Any) -> str | None:
     """The split ``value`` spells (``dev`` → ``valid``), or None when it names none."""
     return SPLIT_ALIASES.get(str(value).strip().lower())
-
-
-def polarity(label: float) -> str:
-    """MMSA's polarity word of a sentiment score: Negative < 0 = Neutral < Positive."""
-    return POLARITY[0] if label < 0 else POLARITY[1] if label == 0 else POLARITY[2]
 
 
 # --------------------------------------------------------------------------- clip ids
@@ -313,7 +308,6 @@ __all__ = [
     "clip_id",
     "clip_part",
     "manifest_chunks",
-    "polarity",
     "read_manifest",
     "report_rows",
     "seconds",

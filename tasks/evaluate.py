@@ -1,14 +1,12 @@
 """Stage `evaluate`: every seed's checkpoint scored on valid/test (docs/contracts.md).
 
 Writes ``reports/<ds>/<model>/metrics.json`` (mean over seeds with ``<metric>_std``),
-``predictions.csv`` and ``pred_vs_true.png`` (a confusion matrix for classification);
-``summarize`` tabulates every evaluated model (and the robustness stage's scores) into
-``reports/summary_<ds>.md``.
+``predictions.csv`` and ``pred_vs_true.png`` (a confusion matrix for classification); the
+`report` stage (tasks/report.py) tabulates every model's.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -17,44 +15,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from msaflow.io import atomic_path, write_json_atomic, write_text_atomic
-from msaflow.paths import Paths
-from msaflow.schema import Params
+from config.paths import Paths
+from config.schema import Params
 from tasks.formats.dataset import H5Dataset
-from tasks.metrics import compute_metrics, scheme_for
+from tasks.io import atomic_path, write_json_atomic
+from tasks.metrics import compute_metrics, headline, scheme_for
 from tasks.training import checkpoint
 from tasks.training.devices import torch_device
-
-# Summary columns per kind of metrics.json: (split, metric, header).
-SUMMARY_COLUMNS = {
-    "mosi": [
-        ("test", "MAE", "MAE ↓"),
-        ("test", "Corr", "Corr"),
-        ("test", "Has0_acc_2", "Has0 Acc2"),
-        ("test", "Has0_F1_score", "Has0 F1"),
-        ("test", "Non0_acc_2", "Non0 Acc2"),
-        ("test", "Non0_F1_score", "Non0 F1"),
-        ("test", "Mult_acc_7", "Acc7"),
-        ("valid", "MAE", "valid MAE"),
-    ],
-    "sims": [
-        ("test", "MAE", "MAE ↓"),
-        ("test", "Corr", "Corr"),
-        ("test", "Mult_acc_2", "Acc2"),
-        ("test", "Mult_acc_3", "Acc3"),
-        ("test", "Mult_acc_5", "Acc5"),
-        ("test", "F1_score", "F1"),
-        ("valid", "MAE", "valid MAE"),
-    ],
-    "classification": [
-        ("test", "Acc", "WA (Acc)"),
-        ("test", "UA", "UA"),
-        ("test", "F1_weighted", "F1 weighted"),
-        ("test", "F1_macro", "F1 macro"),
-        ("test", "AUC_macro", "AUC macro"),
-        ("valid", "F1_weighted", "valid F1 weighted"),
-    ],
-}
 
 
 def _mean_std(per_seed: list[dict[str, float]]) -> dict[str, float | None]:
@@ -72,7 +39,7 @@ def _mean_std(per_seed: list[dict[str, float]]) -> dict[str, float | None]:
 def evaluate_model(params: Params, paths: Paths, model_name: str) -> dict[str, Any]:
     """Score every seed of ``model_name`` on ``evaluate.splits``; write the model's reports."""
     seeds = list(params.train.seeds)
-    ckpts = checkpoint.seed_paths(paths.checkpoints(model_name), model_name, seeds)
+    ckpts = checkpoint.seed_paths(paths, model_name, seeds)
     device = torch_device(params.train.accelerator)
     scheme = scheme_for(tuple(params.dataset.label_range))
     splits = list(params.evaluate.splits)
@@ -119,23 +86,14 @@ def evaluate_model(params: Params, paths: Paths, model_name: str) -> dict[str, A
             _scatter(shown, metrics[plot_split], title, plot_path)
         else:
             _confusion(shown, class_names, metrics[plot_split], title, plot_path)
-    headline = _headline(task, scheme)
     summary = {"model": model_name, "seeds": len(seeds), "task": task}
     for split in splits:
-        for key in headline:
+        for key in headline(task, scheme):
             summary[f"{split}_{key}"] = metrics[split].get(key)
     print(f"[{model_name}] " + ", ".join(f"{k} {_fmt(v)}" for k, v in summary.items()))
     return summary
 
 
-def _headline(task: str, scheme: str) -> list[str]:
-    if task == "classification":
-        return ["Acc", "UA", "F1_weighted"]
-    return (
-        ["MAE", "Corr", "Has0_acc_2", "Mult_acc_7"]
-        if scheme == "mosi"
-        else ["MAE", "Corr", "Mult_acc_2", "Mult_acc_5"]
-    )
 
 
 def _fmt(value: Any) -> str:
@@ -195,52 +153,3 @@ def _confusion(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
-
-
-def _cell(split_metrics: dict[str, Any], key: str) -> str:
-    mean, std = split_metrics.get(key), split_metrics.get(f"{key}_std")
-    if mean is None:
-        return "–"
-    return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
-
-
-def summarize(params: Params, paths: Paths) -> str:
-    """Markdown table (mean ± std over seeds) of every evaluated model, then the robustness
-    table of every model the robustness stage scored; written and returned. Draws
-    ``reports/robustness_<ds>.png`` (every model's curves) when there is one."""
-    from tasks import robustness
-
-    found: dict[str, dict[str, Any]] = {}
-    absent = []
-    for name in params.train.models:
-        path = paths.report(name) / "metrics.json"
-        if path.is_file():
-            found[name] = json.loads(path.read_text(encoding="utf-8"))
-        else:
-            absent.append(name)
-    if params.dataset.task == "classification":
-        kind = "classification"
-    else:
-        kind = scheme_for(tuple(params.dataset.label_range))
-    columns = SUMMARY_COLUMNS[kind]
-    lines = [
-        f"## {params.dataset.name}: test metrics (mean ± std over seeds)",
-        "",
-        "| model | seeds | " + " | ".join(h for _, _, h in columns) + " |",
-        "| --- | ---: | " + " | ".join("---:" for _ in columns) + " |",
-    ]
-    for name, m in found.items():
-        cells = [_cell(m.get(split, {}), key) for split, key, _ in columns]
-        lines.append(f"| {name} | {m.get('seeds', '?')} | " + " | ".join(cells) + " |")
-    if not found:
-        lines.append("| (no model evaluated yet) | | " + " | ".join("" for _ in columns) + " |")
-    if absent:
-        lines += ["", f"Not evaluated: {', '.join(absent)}."]
-    table = "\n".join(lines) + "\n"
-    robust, _ = robustness.summary_table(params, paths)
-    if robust:
-        table += "\n" + robust
-        robustness.plot_curves(params, paths, paths.robustness_figure)
-    write_text_atomic(paths.summary, table)
-    print(table)
-    return table

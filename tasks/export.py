@@ -25,9 +25,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from msaflow.errors import ParamsError
-from msaflow.paths import Paths
-from msaflow.schema import Params
+from config.errors import ParamsError
+from config.paths import Paths
+from config.schema import Params
 from tasks.contracts import POLARITY, SPLITS, read_manifest
 from tasks.formats.dataset import MIN_STD
 from tasks.formats.hdf5 import NORM_STREAMS
@@ -135,7 +135,7 @@ def _split(g: h5py.Group, task: str, class_names: list[str],
 
 def export_mmsa(params: Params, paths: Paths, variant: str | None = None,
                 out: str | Path | None = None, normalize: bool = False) -> dict[str, Any]:
-    """Write one cache variant as MMSA's pickle (default ``paths.exports/mmsa/<variant>_<L>
+    """Write one cache variant as MMSA's pickle (default ``paths.export("mmsa")/<variant>_<L>
     .pkl``, ``<variant>_<L>_normalized.pkl`` with ``normalize``); return a summary: the file,
     clips per split, shapes, size, seconds."""
     start = time.perf_counter()
@@ -169,7 +169,7 @@ def export_mmsa(params: Params, paths: Paths, variant: str | None = None,
             "normalized": bool(normalize),
         }
     name = release_name(variant, int(seq_len["words"]), normalize)
-    target = Path(out) if out is not None else paths.exports / "mmsa" / name
+    target = Path(out) if out is not None else paths.export("mmsa") / name
     if target.is_dir() or not target.suffix:
         target = target / name  # a folder: MMSA's release name in it
     size = write_pickle(data, target)

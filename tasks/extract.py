@@ -23,9 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from msaflow.io import atomic_path, file_digest, text_digest
-from msaflow.paths import Paths
-from msaflow.schema import ExtractParams, Params
+from config.paths import Paths
+from config.schema import ExtractParams, Params
 from tasks import features, sources
 from tasks.contracts import (
     EXTRACT_ERROR_COLUMNS,
@@ -39,6 +38,7 @@ from tasks.contracts import (
 from tasks.features import MODALITIES, Output
 from tasks.features.media import ClipInput, transcript
 from tasks.formats.csd import write_csd
+from tasks.io import atomic_path, file_digest, text_digest
 
 # Bump when an extractor's output changes for the same inputs and params: every cache
 # entry is then recomputed.
@@ -408,7 +408,7 @@ def extract_media(params: Params, paths: Paths, map_fn: MapFn | None = None) -> 
 def run(params: Params, paths: Paths, map_fn: MapFn | None = None) -> dict:
     """Stage ``extract``: what ``dataset.source`` asks for (the media extractors unless the
     source brings its own features); a summary."""
-    source = sources.get(params.dataset.source)
-    if source.extract is not None:
-        return source.extract(params, paths)
+    own = sources.of(params).hook("extract")
+    if own is not None:
+        return own(params, paths)
     return extract_media(params, paths, map_fn)

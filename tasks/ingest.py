@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from msaflow.paths import Paths
-from msaflow.schema import Params
+from config.paths import Paths
+from config.schema import Params
 from tasks import sources
 
 
 def build_manifest(params: Params, paths: Paths) -> dict[str, Any]:
     """Write the manifest and the ingest error report of ``dataset``; return a summary."""
-    return sources.of(params).manifest(params, paths)
+    return sources.of(params).hook("manifest")(params, paths)

@@ -19,6 +19,8 @@ per-class recall), ``F1_weighted``, ``F1_macro``, ``recall_<class>``, one-vs-res
 ``AUC_<class>`` and their mean ``AUC_macro``.
 
 Nothing is rounded here: reports round for display, comparisons use full precision.
+scikit-learn is imported where a metric needs it: choosing a metric (params validation) does
+not pay for it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import logging
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_score
+
+from tasks.contracts import POLARITY
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,8 @@ def regression_metrics(y_true: Any, y_pred: Any, scheme: str = "mosi") -> dict[s
 
 
 def _mosi(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, f1_score
+
     out: dict[str, float] = {}
     has0_true, has0_pred = true >= 0, pred >= 0
     out["Has0_acc_2"] = float(accuracy_score(has0_true, has0_pred))
@@ -107,6 +112,8 @@ def _bin32(x: np.ndarray, edges: tuple[float, ...]) -> np.ndarray:
 
 
 def _sims(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import f1_score
+
     true, pred = np.clip(true, -1, 1), np.clip(pred, -1, 1)
     out: dict[str, float] = {}
     for name, edges in SIMS_BINS.items():
@@ -143,6 +150,8 @@ def classification_metrics(
     whose one-vs-rest labels are all one value has no AUC: it is listed under
     ``AUC_skipped`` (and logged) and left out of ``AUC_macro``.
     """
+    from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_score
+
     true = np.asarray(y_true).reshape(-1).astype(np.int64)
     probs = to_probs(logits_or_probs)
     n_cls = len(class_names)
@@ -190,6 +199,41 @@ METRICS: dict[str, tuple[str, ...]] = {
     "classification": ("Acc", "WA", "UA", "F1_weighted", "F1_macro", "AUC_macro"),
 }
 LOWER_IS_BETTER = frozenset({"MAE"})
+# A model's headline metrics (the first is the one a comparison shows): evaluate's summary
+# line, `msaflow exp show`.
+HEADLINE: dict[str, tuple[str, ...]] = {
+    "mosi": ("MAE", "Corr", "Has0_acc_2", "Mult_acc_7"),
+    "sims": ("MAE", "Corr", "Mult_acc_2", "Mult_acc_5"),
+    "classification": ("F1_weighted", "Acc", "UA"),
+}
+
+
+def kind(task: str, label_range: tuple[float, float]) -> str:
+    """The kind of metrics a dataset reports: "classification", or its regression scheme."""
+    return "classification" if task == "classification" else scheme_for(label_range)
+
+
+def headline(task: str, scheme: str) -> tuple[str, ...]:
+    """The headline metrics of a task (``HEADLINE``)."""
+    return HEADLINE["classification" if task == "classification" else scheme]
+
+
+def robustness_metric(task: str, scheme: str) -> str:
+    """The higher-is-better accuracy that robustness curves and scores use."""
+    if task == "classification":
+        return "Acc"
+    return "Mult_acc_2" if scheme == "sims" else "Has0_acc_2"
+
+
+def polarity(score: float, label_range: tuple[float, float] = (-3.0, 3.0)) -> str:
+    """MMSA's polarity class of a sentiment score (``POLARITY``): on MOSI's scale its sign
+    (Has0's split: neutral only at exactly 0); on SIMS's [-1, 1], Mult_acc_3's bins (neutral
+    in (-0.1, 0.1])."""
+    if scheme_for(tuple(label_range)) == "sims":
+        _, neg_hi, neu_hi, _ = SIMS_BINS["Mult_acc_3"]
+        x = min(max(score, -1.0), 1.0)
+        return POLARITY[0] if x <= neg_hi else POLARITY[1] if x <= neu_hi else POLARITY[2]
+    return POLARITY[0] if score < 0 else POLARITY[1] if score == 0 else POLARITY[2]
 
 
 def selection_metric(task: str, choice: str = "auto", scheme: str = "mosi") -> tuple[str, str]:

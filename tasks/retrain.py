@@ -28,9 +28,9 @@ from typing import Any
 
 import yaml
 
-from msaflow.io import file_digest, write_json_atomic
-from msaflow.paths import Paths
-from msaflow.schema import Params
+from config.paths import Paths
+from config.schema import Params
+from tasks.io import file_digest, write_json_atomic
 from tasks.metrics import selection_metric
 
 CHAMPION_FILE = "champion.json"
@@ -59,16 +59,6 @@ class Decision:
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (the flow's return value)."""
         return asdict(self)
-
-
-def champions_root(paths: Paths) -> Path:
-    """``data/champions/<dataset>``."""
-    return paths.base / "data" / "champions" / paths.dataset
-
-
-def champion_dir(paths: Paths, model: str) -> Path:
-    """``data/champions/<dataset>/<model>``."""
-    return champions_root(paths) / model
 
 
 def _copy_file(src: Path, dst: Path) -> None:
@@ -313,7 +303,7 @@ def selected_models(params: Params, models: list[str] | None) -> list[str]:
 
 def read_champions(paths: Paths, models: list[str]) -> dict[str, dict[str, Any] | None]:
     """Every model's current champion record (None where there is none): fails fast."""
-    return {m: read_champion(champion_dir(paths, m)) for m in models}
+    return {m: read_champion(paths.champion(m)) for m in models}
 
 
 def compare_and_promote(
@@ -352,8 +342,8 @@ def compare_and_promote(
                 "promoted_at": _now(),
                 "reason": decision.reason,
             }
-            seeds = [ckpt_dir / f"seed{s}.ckpt" for s in params.train.seeds]
-            promote(champion_dir(paths, model), seeds, record)
+            seeds = [paths.checkpoint(model, s) for s in params.train.seeds]
+            promote(paths.champion(model), seeds, record)
         print(
             f"[{model}] {SPLIT} {metric}: champion {_fmt(decision.champion)}, challenger "
             f"{_fmt(decision.challenger)} → {'PROMOTED' if decision.promote else 'kept'} "

@@ -16,10 +16,11 @@ Draws are seeded (``robustness.seed``, the condition, the draw and the split), s
 params give the same numbers. Rate 0 and level 0 are the clean input: evaluate's metrics.
 
 Writes ``reports/<ds>/<model>/robustness.json`` (every condition × the task's metrics, mean
-and std over seeds × draws, and the summary: relative robustness = the mean of the headline
-metric over the rate / level grid, as MultiBench's area under the curve) and
-``robustness_missing.csv`` / ``robustness_noise.csv`` (the headline metric per rate / level,
-one column per split; DVC plots). ``summarize`` adds effective robustness against
+and std over seeds × draws, and the summary: relative robustness = the mean of the robustness
+metric (``tasks.metrics.robustness_metric``, named under ``headline``) over the rate / level
+grid, as MultiBench's area under the curve) and
+``robustness_missing.csv`` / ``robustness_noise.csv`` (the robustness metric per rate / level,
+one column per split; DVC plots). The `report` stage adds effective robustness against
 ``robustness.reference`` (late fusion): the difference of the mean drops from clean.
 """
 
@@ -38,11 +39,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from msaflow.io import atomic_path, write_json_atomic
-from msaflow.paths import Paths
-from msaflow.schema import Params
+from config.paths import Paths
+from config.schema import Params
 from tasks.formats.dataset import H5Dataset
-from tasks.metrics import compute_metrics, scheme_for
+from tasks.io import atomic_path, write_json_atomic
+from tasks.metrics import compute_metrics, robustness_metric, scheme_for
 from tasks.training import checkpoint
 from tasks.training.devices import torch_device
 
@@ -74,11 +75,6 @@ def conditions(params: Params) -> list[Condition]:
     return out
 
 
-def headline(task: str, scheme: str) -> str:
-    """The higher-is-better metric the curves and robustness scores use."""
-    if task == "classification":
-        return "Acc"
-    return "Mult_acc_2" if scheme == "sims" else "Has0_acc_2"
 
 
 def _seed(base: int, *parts: Any) -> int:
@@ -131,7 +127,7 @@ def corrupt(
 
 def _unk_id(encoder: str) -> int:
     """The [UNK] id of the tokenizer the checkpoint's token ids belong to."""
-    from tasks.features.text import load_tokenizer
+    from models.text_encoders import load_tokenizer
 
     try:
         tokenizer = load_tokenizer(encoder)
@@ -167,7 +163,7 @@ def evaluate_robustness(params: Params, paths: Paths, model_name: str) -> dict[s
     """Score every seed of ``model_name`` under every condition; write the model's reports."""
     cfg = params.robustness
     seeds = list(params.train.seeds)
-    ckpts = checkpoint.seed_paths(paths.checkpoints(model_name), model_name, seeds)
+    ckpts = checkpoint.seed_paths(paths, model_name, seeds)
     device = torch_device(params.train.accelerator)
     scheme = scheme_for(tuple(params.dataset.label_range))
     conds = conditions(params)
@@ -212,7 +208,7 @@ def evaluate_robustness(params: Params, paths: Paths, model_name: str) -> dict[s
         if isinstance(data, H5Dataset):
             data.close()
     seconds = time.perf_counter() - started
-    key = headline(task, scheme)
+    key = robustness_metric(task, scheme)
     doc: dict[str, Any] = {"model": model_name, "task": task, "headline": key,
                            "seeds": len(seeds), "draws": cfg.draws, "conditions": {}}
     for (name, split), runs in results.items():
@@ -233,7 +229,7 @@ def evaluate_robustness(params: Params, paths: Paths, model_name: str) -> dict[s
 
 def write_curves(doc: dict[str, Any], cfg: Any, report: Path) -> list[Path]:
     """``robustness_missing.csv`` (x ``rate``) and ``robustness_noise.csv`` (x ``level``): the
-    headline metric, one column per split; what `dvc plots` draws (one y field per file)."""
+    robustness metric, one column per split; what `dvc plots` draws (one y field per file)."""
     key = doc["headline"]
     written = []
     for kind, axis, grid in (("missing", "rate", cfg.rates), ("noise", "level", cfg.levels)):
@@ -247,7 +243,7 @@ def write_curves(doc: dict[str, Any], cfg: Any, report: Path) -> list[Path]:
 
 
 def _summary(doc: dict[str, Any], params: Params, key: str) -> dict[str, Any]:
-    """Clean, absent and robustness figures of the headline metric on the last split."""
+    """Clean, absent and robustness figures of the robustness metric on the last split."""
     split = "test" if "test" in params.robustness.splits else params.robustness.splits[-1]
     conds = doc["conditions"]
 
@@ -266,112 +262,6 @@ def _summary(doc: dict[str, Any], params: Params, key: str) -> dict[str, Any]:
     return out
 
 
-def summary_table(params: Params, paths: Paths) -> tuple[str, dict[str, dict[str, Any]]]:
-    """Markdown table of every model's robustness (and effective robustness against the
-    reference model), and the per-model summaries it came from."""
-    import json
-
-    found: dict[str, dict[str, Any]] = {}
-    for name in params.train.models:
-        path = paths.robustness(name)
-        if path.is_file():
-            found[name] = json.loads(path.read_text(encoding="utf-8"))["summary"]
-    if not found:
-        return "", found
-    ref = found.get(params.robustness.reference)
-    first = next(iter(found.values()))
-    lines = [
-        f"## {params.dataset.name}: robustness ({first['metric']}, {first['split']} split; mean "
-        "over seeds and draws)",
-        "",
-        "| model | clean | text absent | audio absent | vision absent | all absent | "
-        "relative (missing) | relative (noise) | effective (missing) | effective (noise) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-
-    def fmt(v: Any) -> str:
-        return f"{v:.4f}" if isinstance(v, float) else "–"
-
-    for name, s in found.items():
-        effective = {}
-        for kind in ("missing", "noise"):
-            # drop from clean, against the reference's drop (> 0: degrades less)
-            if ref is not None and None not in (s["clean"], s[f"relative_{kind}"],
-                                                ref["clean"], ref[f"relative_{kind}"]):
-                effective[kind] = ((s[f"relative_{kind}"] - s["clean"])
-                                   - (ref[f"relative_{kind}"] - ref["clean"]))
-        s.update({f"effective_{k}": v for k, v in effective.items()})
-        cells = [s["clean"], s["absent_text"], s["absent_audio"], s["absent_vision"],
-                 s["absent_all"], s["relative_missing"], s["relative_noise"],
-                 effective.get("missing"), effective.get("noise")]
-        lines.append(f"| {name} | " + " | ".join(fmt(c) for c in cells) + " |")
-    lines += [
-        "",
-        "Relative robustness: the mean of the metric over the missing rates "
-        f"{list(params.robustness.rates)} / noise levels {list(params.robustness.levels)} "
-        f"(MultiBench's area under the curve); effective: its drop from clean minus "
-        f"{params.robustness.reference}'s (> 0 degrades less).",
-    ]
-    return "\n".join(lines) + "\n", found
-
-
-def plot_curves(params: Params, paths: Paths, out: Path) -> Path | None:
-    """One figure: every model's headline metric against missing rate and noise level."""
-    import json
-
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: stages run without a display
-    import matplotlib.pyplot as plt
-
-    docs = {}
-    for name in params.train.models:
-        path = paths.robustness(name)
-        if path.is_file():
-            docs[name] = json.loads(path.read_text(encoding="utf-8"))
-    if not docs:
-        return None
-    cfg = params.robustness
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), dpi=100,
-                             gridspec_kw={"width_ratios": [1, 1, 1.1]})
-    axes[1].sharey(axes[0])  # the bars keep their own axis, from 0
-    for ax, (kind, grid, label, title) in zip(
-        axes, (("missing", cfg.rates, "missing rate", "missing tokens and frames"),
-               ("noise", cfg.levels, "noise std (× train std)", "noisy audio and vision")),
-        strict=False,
-    ):
-        for name, doc in docs.items():
-            split, key = doc["summary"]["split"], doc["headline"]
-            cells = [doc["conditions"][f"{kind}:{float(v):g}"][split] for v in grid]
-            ys = np.array([c[key] for c in cells], np.float64)
-            sd = np.array([c.get(f"{key}_std") or 0.0 for c in cells], np.float64)
-            (line,) = ax.plot(grid, ys, marker="o", markersize=3, label=name)
-            ax.fill_between(grid, ys - sd, ys + sd, color=line.get_color(), alpha=0.12)
-        ax.set_xlabel(label)
-        ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.3)
-    # absent modalities: grouped bars, one group per condition
-    bars = axes[2]
-    groups = ["clean", "absent_text", "absent_audio", "absent_vision", "absent_all"]
-    width = 0.8 / len(docs)
-    for i, (name, doc) in enumerate(docs.items()):
-        vals = [doc["summary"].get(g) for g in groups]
-        xs = np.arange(len(groups)) + (i - (len(docs) - 1) / 2) * width
-        bars.bar(xs, [v if v is not None else np.nan for v in vals], width, label=name)
-    bars.set_xticks(np.arange(len(groups)),
-                    ["clean", "no text", "no audio", "no vision", "none"], fontsize=9)
-    bars.set_title("absent modalities", fontsize=10)
-    bars.grid(alpha=0.3, axis="y")
-    axes[0].legend(fontsize=8, loc="lower left")
-    first = next(iter(docs.values()))
-    axes[0].set_ylabel(f"{first['headline']} ({first['summary']['split']})")
-    fig.suptitle(f"{params.dataset.name}: robustness (mean over seeds and draws; band: ± std)",
-                 fontsize=10)
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return out
 
 
 __all__ = [
@@ -379,8 +269,5 @@ __all__ = [
     "conditions",
     "corrupt",
     "evaluate_robustness",
-    "headline",
     "write_curves",
-    "plot_curves",
-    "summary_table",
 ]

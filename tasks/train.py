@@ -6,7 +6,7 @@ in the format of tasks/training/checkpoint.py) and DVCLive curves under
 in ``work/seed<k>/``; a seed whose checkpoint exists with the same params hash is skipped.
 Model selection uses the validation split only; the test split is never opened here.
 
-The model's settings come from msaflow/model_params.py (``train.*`` < its preset < the keys
+The model's settings come from tasks/training/settings.py (``train.*`` < its preset < the keys
 written in ``models.<name>``); the LightningModule from tasks/training/module.py.
 """
 
@@ -30,18 +30,18 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch.utils.data import DataLoader
 
+from config.errors import ParamsError
+from config.paths import Paths
+from config.schema import Params
 from models import registry
 from models.base import DataSpec
-from msaflow.errors import ParamsError
-from msaflow.io import text_digest
-from msaflow.model_params import TrainerSettings, resolve_model, variant_note
-from msaflow.paths import Paths
-from msaflow.schema import Params
 from tasks.formats.dataset import CacheFormatError, H5Dataset, collate, read_spec
+from tasks.io import text_digest
 from tasks.metrics import scheme_for, selection_metric
 from tasks.training import checkpoint
 from tasks.training.devices import resolve_accelerator, scale_of, trainer_scale
 from tasks.training.module import MSAModule
+from tasks.training.settings import TrainerSettings, resolve_model, variant_note
 
 
 def balanced_class_weights(
@@ -180,10 +180,9 @@ def train_seed(
     phash: str,
 ) -> dict[str, Any]:
     """Train one seed (resuming from its work dir if present); write ``seed<k>.ckpt``."""
-    ckpt_dir = paths.checkpoints(model_name)
-    final = ckpt_dir / f"seed{seed}.ckpt"
-    work = ckpt_dir / "work" / f"seed{seed}"
-    stamp = work.parent / f"seed{seed}.params_hash"  # beside, so Lightning's dir stays its own
+    final = paths.checkpoint(model_name, seed)
+    work = paths.train_work(model_name, seed)
+    stamp = work.parent / f"{work.name}.params_hash"  # beside, so Lightning's dir stays its own
     if work.exists() and (not stamp.is_file() or stamp.read_text().strip() != phash):
         shutil.rmtree(work)  # leftovers of a run with other params: start clean
     work.mkdir(parents=True, exist_ok=True)
@@ -230,7 +229,7 @@ def train_seed(
         save_on_train_epoch_end=True,
     )
     early = EarlyStopping(monitor=monitor, mode=mode, patience=settings.patience)
-    live_dir = paths.report(model_name) / "train" / f"seed{seed}"
+    live_dir = paths.train_curves(model_name, seed)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(
         f"[{model_name} seed {seed}] {n_params:,} trainable parameters, {len(train_ds)} train / "
@@ -343,7 +342,7 @@ def train_model(params: Params, paths: Paths, model_name: str) -> dict[str, Any]
     scale = scale_of(params.train)
     for seed in params.train.seeds:
         phash = params_hash(model_name, config, settings, seed, spec, scale)
-        final = paths.checkpoints(model_name) / f"seed{seed}.ckpt"
+        final = paths.checkpoint(model_name, seed)
         if final.is_file():
             old = torch.load(final, map_location="cpu", weights_only=True)
             if old.get("params_hash") == phash:

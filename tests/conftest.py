@@ -1,9 +1,38 @@
-"""Fixtures shared by several test modules."""
+"""Fixtures shared by several test modules, and the session's own Prefect home and server.
+
+The session gets a Prefect home of its own (no user's database, profile or server is
+touched) and, in it, the shared local server msaflow starts on first use: started here,
+before any test module imports Prefect, so flows run in this process and every msaflow
+command a test starts report to it (they find it in the session's PREFECT_HOME); stopped at
+the end of the session.
+"""
 
 from __future__ import annotations
 
+import atexit
+import os
+import tempfile
+
 import pytest
 import torch
+
+from runtime import server
+
+_HOME = tempfile.mkdtemp(prefix="msaflow-tests-prefect-")
+os.environ["PREFECT_HOME"] = _HOME
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.pop("PREFECT_PROFILE", None)
+_SERVER, _ = server.start()  # not waited for: it starts while the tests are collected
+os.environ["PREFECT_API_URL"] = _SERVER.api_url
+atexit.register(server.stop)  # also when no test ran (--collect-only, an interrupted run)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_prefect_server():
+    """Every test runs with the session's server answering; it stops after the last one."""
+    server.wait(_SERVER)
+    yield _SERVER
+    server.stop()
 
 
 @pytest.fixture()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from msaflow.params import set_dotted
+from config.load import set_dotted
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -77,7 +77,8 @@ def run(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
 
 def env_for(repo: Path) -> dict:
     """The environment to run the project's tools in ``repo`` with: the venv's bin first,
-    the copy's code (not the editable install's), no inherited Prefect server."""
+    the copy's code (not the editable install's), the test session's Prefect home (whose
+    shared server every command finds)."""
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
     env["PYTHONPATH"] = str(repo)

@@ -1,36 +1,52 @@
-"""The floor plan: no import cycle, stages reach plugins only through their registries,
-and a feature set is one new file plus one registration line."""
+"""The floor plan: packages in layers that import downward only, no import cycle, one stage
+table that the CLI, the flows and the pipeline follow, dvc.yaml deps that follow the imports,
+params validation without heavy imports, and plugins that are one file plus one line."""
 
 from __future__ import annotations
 
 import ast
 import importlib
 import pkgutil
+import re
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tasks import features, sources
+from tasks import features, sources, stages
+from tasks.sources import layouts
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("msaflow", "flows", "tasks", "models")
+# Bottom to top: a package imports only the ones before it (and itself).
+LAYERS = ("config", "models", "tasks", "runtime", "flows", "msaflow")
+# The wiring that runs a stage but computes none of its outputs (not in dvc.yaml's deps).
+WIRING = ("runtime", "flows", "msaflow", "tasks.params", "tasks.stages")
 # The stage modules: what DVC's stages and the flows call. They must not name a plugin.
-STAGES = ("ingest", "extract", "cache", "train", "evaluate", "predict", "retrain")
+STAGE_MODULES = ("ingest", "extract", "cache", "train", "evaluate", "predict", "retrain")
+DOTTED = re.compile(r"^[a-z_]+(\.[a-z_0-9]+)+(:[A-Za-z_][A-Za-z_0-9]*)?$")
 
 
-def _modules() -> dict[str, Path]:
+def _modules(root: Path = ROOT) -> dict[str, Path]:
     found = {}
-    for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            parts = path.relative_to(ROOT).with_suffix("").parts
+    for package in LAYERS:
+        for path in sorted((root / package).rglob("*.py")):
+            parts = path.relative_to(root).with_suffix("").parts
             name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
             found[name] = path
     return found
 
 
+def _resolve(candidate: str, known: set[str]) -> str | None:
+    while candidate and candidate not in known:
+        candidate = candidate.rpartition(".")[0]
+    return candidate or None
+
+
 def _imports(name: str, path: Path, known: set[str]) -> set[str]:
-    """Project modules ``name`` imports anywhere in its file (lazy imports included)."""
+    """Project modules ``name`` names anywhere in its file: imports (lazy ones included)
+    and strings that spell a module (``"tasks.train:train_model"``, a registry line)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     targets: set[str] = set()
@@ -43,14 +59,22 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
                 up = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*up, base] if base else up)
             candidates = [f"{base}.{a.name}" for a in node.names] + [base]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                and DOTTED.match(node.value) and node.value.split(".")[0] in LAYERS:
+            candidates = [node.value.partition(":")[0]]
         else:
             continue
         for candidate in candidates:
-            while candidate and candidate not in known:
-                candidate = candidate.rpartition(".")[0]
-            if candidate and candidate != name and not name.startswith(candidate + "."):
-                targets.add(candidate)
+            found = _resolve(candidate, known)
+            if found and found != name and not name.startswith(found + "."):
+                targets.add(found)
     return targets
+
+
+def _graph(root: Path = ROOT) -> tuple[dict[str, Path], dict[str, set[str]]]:
+    modules = _modules(root)
+    known = set(modules)
+    return modules, {name: _imports(name, path, known) for name, path in modules.items()}
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -92,30 +116,39 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_every_module_imports() -> None:
-    for package in PACKAGES:
+    for package in LAYERS:
         module = importlib.import_module(package)
         for info in pkgutil.walk_packages(module.__path__, f"{package}."):
-            importlib.import_module(info.name)
+            if not info.name.endswith("__main__"):
+                importlib.import_module(info.name)
 
 
-def test_no_import_cycle() -> None:
-    modules = _modules()
-    known = set(modules)
-    # A package's __init__ may import its children (a registry loading its plugins); the
-    # edges that matter are between modules, as the project's layers run.
-    graph = {
-        name: set() if path.name == "__init__.py" else _imports(name, path, known)
-        for name, path in modules.items()
-    }
+def test_packages_import_downward_only() -> None:
+    """Each top-level package imports only those below it, lazy imports and module names
+    in strings included: no two packages import each other."""
+    modules, graph = _graph()
+    upward = [
+        f"{m} -> {d}" for m, deps in graph.items() for d in deps
+        if LAYERS.index(d.split(".")[0]) > LAYERS.index(m.split(".")[0])
+    ]
+    assert upward == []
+
+
+def test_no_import_cycle_between_modules() -> None:
+    modules, graph = _graph()
+    # A package's __init__ names its children (a registry's lines): the edges that matter
+    # are between modules, as the project's layers run.
+    graph = {m: set() if modules[m].name == "__init__.py" else deps for m, deps in graph.items()}
     assert _cycles(graph) == []
-    # The layers point one way: nothing imports the CLI, and models know no stage.
-    assert not [m for m, deps in graph.items() if "msaflow.cli" in deps]
-    assert not [m for m, deps in graph.items()
-                if m.startswith("models.") and any(d.startswith(("tasks", "flows")) for d in deps)]
 
 
-def test_the_checker_sees_a_cycle() -> None:
+def test_the_checkers_see_what_they_should(tmp_path: Path) -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    known = {"tasks.train", "tasks", "models.registry", "models"}
+    path = tmp_path / "probe.py"  # a lazy import, and a module named in a string
+    path.write_text('def f():\n    from models import registry\n'
+                    'WORK = "tasks.train:train_model"\n')
+    assert _imports("flows.x", path, known) == {"models", "models.registry", "tasks.train"}
 
 
 def _string_constants(path: Path) -> set[str]:
@@ -126,70 +159,220 @@ def _string_constants(path: Path) -> set[str]:
     }
 
 
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("stage", STAGE_MODULES)
 def test_stage_modules_name_no_plugin(stage: str) -> None:
-    plugins = set(features.names()) | set(sources.names()) | set(sources.layout_names())
+    plugins = set(features.names()) | set(sources.names()) | set(layouts.names())
     plugins -= {"text"}  # the text modality shares its name with its one feature set
-    named = _string_constants(ROOT / "tasks" / f"{stage}.py") & plugins
-    assert not named, f"tasks/{stage}.py names {sorted(named)}: go through the registry"
+    path = ROOT / "tasks" / f"{stage}.py"
+    if not path.is_file():
+        path = ROOT / "tasks" / stage / "__init__.py"
+    named = set()
+    for file in [path, *path.parent.glob("*.py")] if path.name == "__init__.py" else [path]:
+        named |= _string_constants(file) & plugins
+    assert not named, f"tasks/{stage} names {sorted(named)}: go through the registry"
 
 
-def test_registries_list_names_without_importing_plugins() -> None:
-    assert features.names("audio") == ["egemaps", "librosa"]
-    assert features.names("vision") == ["facemesh", "openface"]
-    assert sources.names() == ["csd", "mmsa_pkl", "raw"]
-    assert sources.layout_names() == ["folder", "iemocap", "meld", "mmsa"]
+def test_registries_share_one_verb_set_and_list_names_without_importing_plugins() -> None:
+    from models import registry
+
+    code = ("import sys; from tasks import features, sources; from tasks.sources import "
+            "layouts; from models import registry; "
+            "print(features.names('audio'), features.names('vision'), sources.names(), "
+            "layouts.names(), registry.names()); "
+            "print(sorted(m for m in sys.modules if m.startswith(('tasks.features.', "
+            "'tasks.sources.', 'models.')) and m.count('.') >= 2))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout.splitlines()
+    assert out[0] == ("['egemaps', 'librosa'] ['facemesh', 'openface'] ['csd', 'mmsa_pkl', "
+                      "'raw'] ['folder', 'iemocap', 'meld', 'mmsa'] ['dashfusion', "
+                      "'fasca_net', 'late_fusion', 'unimodal_audio', 'unimodal_text', "
+                      "'unimodal_vision']")
+    assert out[1] == "['tasks.sources.layouts']"  # a registry, no plugin
+    for module in (features, sources, layouts, registry):
+        assert {"names", "get", "register"} <= set(dir(module)), module.__name__
     for name in features.names():
         chosen = features.get(name)
         assert chosen.name == name and chosen.outputs
     for name in sources.names():
         assert sources.get(name).name == name
     assert sources.get("raw").media and not sources.get("csd").media
+    for name in registry.names():
+        assert registry.get(name).name == name
+    with pytest.raises(KeyError, match="unknown feature set 'nope'"):
+        features.get("nope")
+
+
+def test_params_validation_imports_no_heavy_package() -> None:
+    code = ("import sys; from tasks.params import load_params; load_params('params.yaml'); "
+            "print(sorted(m for m in ('torch', 'lightning', 'sklearn', 'prefect', 'mediapipe', "
+            "'transformers', 'h5py') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- the stage table
+
+
+def test_stage_table_and_dvc_yaml_agree() -> None:
+    order = [s.name for s in stages.order(ROOT / "dvc.yaml")]
+    assert order == ["demo", "ingest", "extract", "cache", "train", "evaluate", "robustness",
+                     "report"]
+    doc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for stage in stages.STAGES:
+        entry = doc[stage.name]
+        assert ("foreach" in entry) == stage.per_model, stage.name
+        cmd = (entry.get("do") or entry)["cmd"]
+        assert cmd == f"msaflow {stage.name}" + (" ${item}" if stage.per_model else "")
+        assert callable(stage.function())
+
+
+def test_a_stage_added_to_the_table_shows_up_in_the_cli_flows_and_pipeline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows import pipeline
+    from flows.stages import run_stage, stage_flow
+    from msaflow.cli import build_parser
+
+    hello = stages.Stage("hello", "say hello to the dataset", "tests.test_architecture:hello")
+    monkeypatch.setattr(stages, "STAGES", (*stages.STAGES[:4], hello, *stages.STAGES[4:]))
+    doc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    listed = list(doc["stages"].items())
+    doc["stages"] = dict([*listed[:4], ("hello", {"cmd": "msaflow hello"}), *listed[4:]])
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    parser = build_parser()
+    assert parser.parse_args(["hello"]).command == "hello"
+    assert "say hello to the dataset" in parser.format_help()
+    assert stage_flow("hello").name == "hello"
+    assert run_stage("hello", str(ROOT / "params.yaml"))["greeted"] == "demo"
+    steps = pipeline.plan(str(ROOT / "params.yaml"), dvc_yaml=str(tmp_path / "dvc.yaml"))
+    names = [s for s, _ in steps]
+    assert names.index("cache") < names.index("hello") < names.index("train")
+    assert ("train", "fasca_net") in steps and names.count("hello") == 1
+
+
+def hello(params, paths) -> dict:
+    """The work function of the stage the test above adds."""
+    return {"greeted": params.dataset.name}
+
+
+def _dvc_code_deps(stage: dict) -> list[str]:
+    return [d for d in stage.get("deps", [])
+            if isinstance(d, str) and d.split("/")[0] in LAYERS]
+
+
+def _reach(start: str, graph: dict[str, set[str]]) -> set[str]:
+    """``start`` and every module it reaches, and the packages they sit in (whose
+    ``__init__`` runs on import; a top-level package's holds nothing but its docstring)."""
+    seen, todo = set(), [start]
+    while todo:
+        module = todo.pop()
+        if module in seen or module.startswith(WIRING):
+            continue
+        seen.add(module)
+        todo += graph[module]
+    parents = {m.rsplit(".", k)[0] for m in seen for k in range(1, m.count("."))}
+    return {m for m in seen | {p for p in parents if p in graph} if "." in m}
+
+
+def test_top_level_packages_run_no_code_on_import() -> None:
+    """Their ``__init__`` is a docstring (msaflow's adds its version): a stage's deps need
+    not list them."""
+    for package in LAYERS:
+        tree = ast.parse((ROOT / package / "__init__.py").read_text(encoding="utf-8"))
+        body = tree.body[1:] if ast.get_docstring(tree) else tree.body
+        assert all(isinstance(n, ast.Assign) and n.targets[0].id == "__version__"
+                   for n in body), package
+
+
+def test_dvc_yaml_deps_follow_the_stages_imports() -> None:
+    """Each stage's project modules (what its work function's module imports, transitively,
+    registry plugins and lazy imports included) are exactly what dvc.yaml's code deps hold:
+    none missing, none listed that the stage does not use."""
+    modules, graph = _graph()
+    doc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    problems = []
+    for stage in stages.STAGES:
+        entry = doc[stage.name].get("do") or doc[stage.name]
+        deps = _dvc_code_deps(entry)
+        used = {str(modules[m].relative_to(ROOT))
+                for m in _reach(stage.work.partition(":")[0], graph)}
+        for path in sorted(used):
+            if not any(path == d or path.startswith(d.rstrip("/") + "/") for d in deps):
+                problems.append(f"{stage.name}: dvc.yaml misses {path}")
+        for dep in deps:
+            if not any(p == dep or p.startswith(dep.rstrip("/") + "/") for p in used):
+                problems.append(f"{stage.name}: dvc.yaml lists {dep}, which it does not use")
+    assert problems == []
+
+
+# --------------------------------------------------------------------------- plugins
 
 
 PLUGIN = '''
 """A user's audio feature set: frame RMS energy, one row per extract.audio.hop_seconds."""
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.features import register
+from tasks.features import options, register
 from tasks.features.media import decode_audio
 
 
-@register("rms", modality="audio", keys=("sample_rate", "hop_seconds"),
-          description="RMS energy per hop", dims=lambda section, width: ["rms"])
+class RmsParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    floor: float = Field(0.0, ge=0)  # energies below this read as 0
+
+
+@register("rms", modality="audio", keys=("sample_rate", "hop_seconds", "floor"),
+          description="RMS energy per hop", dims=lambda section, width: ["rms"],
+          params=RmsParams)
 def compute(clip, section):
     y = decode_audio(clip.media, section.sample_rate, clip.start, clip.end)
     hop = int(section.hop_seconds * section.sample_rate)
     n = max(1, len(y) // hop)
     frames = y[: n * hop].reshape(n, hop)
     rms = np.sqrt((frames.astype(np.float64) ** 2).mean(1, keepdims=True)).astype(np.float32)
+    rms[rms < options(section, "rms").floor] = 0.0
     starts = np.arange(n) * section.hop_seconds
     return {"features": rms, "intervals": np.stack([starts, starts + section.hop_seconds], 1)}, []
 '''
 
 
-def test_a_new_feature_set_is_one_file_and_one_line(
+def test_a_new_feature_set_with_settings_is_one_file_and_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from msaflow.params import ParamsError, load_params
-    from msaflow.paths import Paths
+    import pandas as pd
+
+    from config.errors import ParamsError
+    from config.paths import Paths
     from tasks import extract
     from tasks.contracts import write_manifest
     from tasks.formats.csd import read_csd
+    from tasks.params import load_params
     from tests.features.test_media import make_mp4
 
     (tmp_path / "my_rms.py").write_text(PLUGIN)  # the new file ...
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setitem(features._MODULES, "rms", ("audio", "my_rms"))  # ... and its line
+    monkeypatch.setitem(features.LINES, "rms", ("audio", "my_rms"))  # ... and its line
+    params_file = ROOT / "params.yaml"
     with pytest.raises(ParamsError, match="extract.vision.feature_set: unknown vision"):
-        load_params(ROOT / "params.yaml", {"extract.vision.feature_set": "rms"})
-    params = load_params(ROOT / "params.yaml", {"extract.audio.feature_set": "rms",
-                                                 "extract.workers": 1})
+        load_params(params_file, {"extract.vision.feature_set": "rms"})
+    raw = yaml.safe_load(params_file.read_text())
+    raw["extract"]["audio"].update(feature_set="rms", rms={"floor": -1})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError, match=r"extract\.audio\.rms\.floor: Input should be"):
+        load_params(tmp_path / "params.yaml")
+    raw["extract"]["audio"]["rms"] = {"floor": 0.001}
+    raw["extract"]["workers"] = 1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    params = load_params(tmp_path / "params.yaml")
+    assert params.extract.audio.rms.floor == 0.001  # typed: the plugin's own model
     paths = Paths.from_params(params, base=tmp_path)
     clip = make_mp4(tmp_path / "c.mp4", seconds=1.0)
-    import pandas as pd
-
     paths.interim.mkdir(parents=True)
     write_manifest(paths.manifest, pd.DataFrame([{
         "clip_id": "v$_$0", "video_id": "v", "split": "train", "media": str(clip),
@@ -201,4 +384,5 @@ def test_a_new_feature_set_is_one_file_and_one_line(
     with read_csd(paths.csd_dir / "rms.csd") as csd:
         feats, _ = csd.get("v$_$0")
         assert feats.shape == (25, 1) and csd.metadata["dimension names"] == ["rms"]
-        assert csd.metadata["extractor params"]["audio"]["feature_set"] == "rms"
+        assert csd.metadata["extractor params"]["audio"] == {
+            "feature_set": "rms", "sample_rate": 16000, "hop_seconds": 0.04, "floor": 0.001}

@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 import torch
 
-from msaflow.params import load_params
-from msaflow.paths import Paths
-from msaflow.schema import Params
+from config.paths import Paths
+from config.schema import Params
 from tasks.cache import build_cache, truncate_tokens
 from tasks.formats.align import align_clip
 from tasks.formats.csd import read_csd, write_csd
 from tasks.formats.dataset import H5Dataset, collate, read_spec
+from tasks.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 DIMS = {"words": 8, "audio": 5, "vision": 4}
@@ -233,7 +233,7 @@ def test_truncate_tokens_keeps_sep() -> None:
 def test_missing_inputs_fail_clearly(tmp_path: Path) -> None:
     params = _params(tmp_path)
     paths = Paths.from_params(params, base=tmp_path)
-    with pytest.raises(ValueError, match="manifest not found"):
+    with pytest.raises(FileNotFoundError, match="manifest not found"):
         build_cache(params, paths)
     make_inputs(paths)
     (paths.csd_dir / "facemesh.csd").unlink()

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from msaflow.params import load_params
-from msaflow.paths import Paths
+from config.paths import Paths
 from tasks.evaluate import evaluate_model
 from tasks.formats.dataset import H5Dataset, collate
+from tasks.params import load_params
 from tasks.train import train_model
 from tasks.training.checkpoint import load as load_checkpoint
 from tests.synthetic import make_h5

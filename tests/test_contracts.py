@@ -18,6 +18,7 @@ from tasks.contracts import (
     write_manifest,
     write_report,
 )
+from tasks.metrics import polarity
 
 
 def _manifest(**changes: object) -> pd.DataFrame:
@@ -38,7 +39,7 @@ def test_splits_polarity_and_ids() -> None:
     assert [contracts.split_name(s) for s in ("dev", " VAL ", "validation", "Test")] == [
         "valid", "valid", "valid", "test"]
     assert contracts.split_name("holdout") is None
-    assert [contracts.polarity(x) for x in (-0.1, 0.0, 2)] == list(POLARITY)
+    assert [polarity(x) for x in (-0.1, 0.0, 2)] == list(POLARITY)
     cid = contracts.clip_id("video_1", 3)
     assert cid == "video_1$_$3" and contracts.video_of(cid) == "video_1"
     assert contracts.clip_part(cid) == "3" and contracts.valid_clip_id(cid)

@@ -57,7 +57,7 @@ def test_dvc_repro_end_to_end(tiny_demo: TinyDemo, tmp_path: Path) -> None:
     # The same DAG as one Prefect flow run gives the same metrics and leaves DVC's ledger
     # in step (it ends with `dvc commit`): nothing left for `dvc repro` to do.
     before = (repo / "reports/demo/late_fusion/metrics.json").read_text()
-    flow = run([str(BIN / "python"), "-m", "flows.pipeline"], repo, env)
+    flow = run([str(BIN / "msaflow"), "run"], repo, env)
     assert "msaflow-pipeline" in flow.stdout + flow.stderr
     assert json.loads((repo / "reports/demo/late_fusion/metrics.json").read_text()) == (
         json.loads(before)

@@ -5,7 +5,7 @@ runs after installing, on a tiny params set), every command of the README's code
 and the MELD command of docs/datasets.md, exactly as written but for the data folders
 (a tiny generated copy of the official layout, outside the repo, as a user's /data/...
 would be). The MMSA-folder command of docs/datasets.md runs, with its own -S items, in
-tests/msaflow/test_overrides.py. A README command that this test neither runs nor names as
+tests/config/test_overrides.py. A README command that this test neither runs nor names as
 run elsewhere fails it, so the README cannot show a command nobody ran. The demo's
 artifacts never leave the workspace for good: experiments run in temporary copies, and
 the documented way back restores every byte.
@@ -24,8 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.common import prefect_server
-from tasks.sources.mmsa_pkl import load_pickle
+from tasks.sources.mmsa_pkl.reader import load_pickle
 from tests.e2e import BIN, ROOT, TinyDemo, clone, commands
 from tests.e2e import run as _run
 from tests.features.test_media import make_mp4
@@ -101,74 +100,72 @@ def test_the_readme_and_the_dataset_commands_as_written(tiny_demo: TinyDemo,
     assert "dvc.lock now differs from the last commit" in tiny_demo.output, (
         tiny_demo.output[-3000:])
     done: set[str] = {"make demo"}
-    # One Prefect server for every stage of every run (as `msaflow repro` has), so each
-    # stage does not start a temporary one of its own.
-    with prefect_server() as api_url:
-        env["PREFECT_API_URL"] = api_url
-        (commit,) = [c for c in readme if c.startswith("git add dvc.lock reports")]
-        run(commit)
-        done.add(commit)
-        demo = _snapshot(repo)
-        assert "data/checkpoints/demo/fasca_net/seed0.ckpt" in demo
+    # Every command reports to the test session's shared Prefect server (found through its
+    # PREFECT_HOME, as a user's commands find theirs).
+    (commit,) = [c for c in readme if c.startswith("git add dvc.lock reports")]
+    run(commit)
+    done.add(commit)
+    demo = _snapshot(repo)
+    assert "data/checkpoints/demo/fasca_net/seed0.ckpt" in demo
 
-        # `source .venv/bin/activate`: the venv's bin on PATH is what it does here.
-        done.add("source .venv/bin/activate")
+    # `source .venv/bin/activate`: the venv's bin on PATH is what it does here.
+    done.add("source .venv/bin/activate")
 
-        # Predict, on videos of the demo corpus (a user's own would do the same).
-        clips = sorted((repo / "data/raw/demo/Raw").rglob("*.mp4"))
-        shutil.copy(clips[0], repo / "me.mp4")
-        (repo / "clips").mkdir()
-        with open(repo / "transcripts.csv", "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["path", "text"])
-            for clip in clips[1:3]:
-                shutil.copy(clip, repo / "clips" / clip.name)
-                writer.writerow([f"clips/{clip.name}", "it was a good day"])
-        for command in [c for c in readme if c.startswith("msaflow predict")]:
-            run(command)
-            done.add(command)
-        me = json.loads((repo / "me.json").read_text())
-        assert me["model"] == "fasca_net" and me["videos"] == 1, me
-        assert me["predictions"][0]["transcript"] == "I really loved this film", me
-        assert (repo / "predictions/demo/late_fusion.json").is_file()
+    # Predict, on videos of the demo corpus (a user's own would do the same).
+    clips = sorted((repo / "data/raw/demo/Raw").rglob("*.mp4"))
+    shutil.copy(clips[0], repo / "me.mp4")
+    (repo / "clips").mkdir()
+    with open(repo / "transcripts.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "text"])
+        for clip in clips[1:3]:
+            shutil.copy(clip, repo / "clips" / clip.name)
+            writer.writerow([f"clips/{clip.name}", "it was a good day"])
+    for command in [c for c in readme if c.startswith("msaflow predict")]:
+        run(command)
+        done.add(command)
+    me = json.loads((repo / "me.json").read_text())
+    assert me["model"] == "fasca_net" and me["videos"] == 1, me
+    assert me["predictions"][0]["transcript"] == "I really loved this film", me
+    assert (repo / "predictions/demo/late_fusion.json").is_file()
 
-        # The export for MMSA: its pickle, read back by the numpy-only reader.
-        for command in [c for c in readme if c.startswith("msaflow export")]:
-            run(command)
-            done.add(command)
-        (pkl,) = (repo / "data/exports/demo/mmsa").glob("unaligned_*.pkl")
-        exported = load_pickle(pkl)
-        assert len(exported["train"]["id"]) and exported["msaflow"]["variant"] == "unaligned"
-        demo = _snapshot(repo)
+    # The export for MMSA: its pickle, read back by the numpy-only reader.
+    for command in [c for c in readme if c.startswith("msaflow export")]:
+        run(command)
+        done.add(command)
+    (pkl,) = (repo / "data/exports/demo/mmsa").glob("unaligned_*.pkl")
+    exported = load_pickle(pkl)
+    assert len(exported["train"]["id"]) and exported["msaflow"]["variant"] == "unaligned"
+    demo = _snapshot(repo)
 
-        # The experiments block, line by line.
-        block = [c for c in readme if c.startswith(("msaflow exp ", "dvc exp apply",
-                                                    "git checkout -- params.yaml"))]
-        assert len(block) == 5, block
-        for command in block:
-            before = _snapshot(repo)
-            out = run(command)
-            done.add(command)
-            if command.startswith("msaflow exp -n"):
-                assert "Running stage 'train@late_fusion'" in out, out[-4000:]
-                assert "Running stage 'demo'" not in out  # the demo is not recomputed
-                # A temporary copy ran it: the workspace, params.yaml included, is as it was.
-                assert _snapshot(repo) == before, command
-            if command.startswith("msaflow exp -n wide"):  # nothing before training re-ran
-                assert "Running stage 'extract'" not in out, out[-4000:]
-            if command == "msaflow exp show":
-                rows = {r.split("|")[1].strip(): r for r in out.splitlines() if r.startswith("|")}
-                assert "models.late_fusion.hidden=128" in rows["wide"], out
-                assert "dataset.name=meld" in rows["meld"], out
-                assert "—" not in rows["wide"] + rows["meld"], out
-            if command.startswith("dvc exp apply"):
-                ckpt = "data/checkpoints/demo/late_fusion/seed0.ckpt"
-                assert _snapshot(repo)[ckpt] != demo[ckpt]  # the experiment's model
-                _check_outputs(repo, "demo")
-        # The way back restored every byte of the demo's results.
-        assert {k: v for k, v in _snapshot(repo).items() if k in demo} == demo
-        assert json.loads(_run([str(BIN / "dvc"), "status", "--json"], repo, env).stdout) == {}
-        _check_outputs(repo, "meld", apply=_experiment(repo, env, "meld"))
+    # The experiments block, line by line.
+    block = [c for c in readme if c.startswith(("msaflow exp ", "dvc exp apply",
+                                                "git checkout -- params.yaml"))]
+    assert len(block) == 5, block
+    for command in block:
+        before = _snapshot(repo)
+        out = run(command)
+        done.add(command)
+        if command.startswith("msaflow exp -n"):
+            assert "Running stage 'train@late_fusion'" in out, out[-4000:]
+            assert "Running stage 'demo'" not in out  # the demo is not recomputed
+            # A temporary copy ran it: the workspace, params.yaml included, is as it was.
+            assert _snapshot(repo) == before, command
+        if command.startswith("msaflow exp -n wide"):  # nothing before training re-ran
+            assert "Running stage 'extract'" not in out, out[-4000:]
+        if command == "msaflow exp show":
+            rows = {r.split("|")[1].strip(): r for r in out.splitlines() if r.startswith("|")}
+            assert "models.late_fusion.hidden=128" in rows["wide"], out
+            assert "dataset.name=meld" in rows["meld"], out
+            assert "—" not in rows["wide"] + rows["meld"], out
+        if command.startswith("dvc exp apply"):
+            ckpt = "data/checkpoints/demo/late_fusion/seed0.ckpt"
+            assert _snapshot(repo)[ckpt] != demo[ckpt]  # the experiment's model
+            _check_outputs(repo, "demo")
+    # The way back restored every byte of the demo's results.
+    assert {k: v for k, v in _snapshot(repo).items() if k in demo} == demo
+    assert json.loads(_run([str(BIN / "dvc"), "status", "--json"], repo, env).stdout) == {}
+    _check_outputs(repo, "meld", apply=_experiment(repo, env, "meld"))
 
     print("seconds:", seconds)
 

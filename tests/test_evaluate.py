@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from tasks.evaluate import evaluate_model, summarize
+from tasks.evaluate import evaluate_model
+from tasks.report import summary_markdown
 from tasks.train import train_model
 from tests.test_train import make_setup
 
@@ -60,7 +61,7 @@ def test_predictions_csv_matches_metrics(evaluated) -> None:
 
 def test_summary_table(evaluated) -> None:
     params, paths, _ = evaluated
-    table = summarize(params, paths)
+    table = summary_markdown(params, paths)
     assert paths.summary.read_text() == table
     lines = table.splitlines()
     header = next(line for line in lines if line.startswith("| model"))
@@ -94,5 +95,5 @@ def test_classification_end_to_end(tmp_path: Path) -> None:
     assert probs.sum(axis=1).round(4).eq(1.0).all()
     assert (pred["y_pred"] == probs.to_numpy().argmax(1)).all()
     assert (report / "pred_vs_true.png").is_file()
-    table = summarize(params, paths)
+    table = summary_markdown(params, paths)
     assert "F1 weighted" in table and "| unimodal_audio | 1 |" in table

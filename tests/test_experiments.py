@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.repro import exp_rows, exp_run_args, exp_table, lock_uncommitted
+from runtime.dvc import exp_rows, exp_run_args, exp_table, lock_uncommitted
 
 
 def test_an_experiment_runs_in_a_temporary_copy_unless_told_otherwise() -> None:
@@ -134,7 +134,7 @@ def test_ctrl_c_ends_dvc_and_the_stage_and_the_rerun_works(tmp_path: Path, how: 
     (tmp_path / "dvc.yaml").write_text(
         "stages:\n  sleep:\n    cmd: python sleeper.py\n    deps: [sleeper.py]\n"
         "    outs: [out.txt]\n")
-    runner = [sys.executable, "-c", "import sys; from flows.repro import repro; "
+    runner = [sys.executable, "-c", "import sys; from runtime.dvc import repro; "
               "sys.exit(repro([]))"]
     # A terminal's Ctrl-C goes to its foreground process group: the runner's own here.
     proc = subprocess.Popen(runner, cwd=tmp_path, env=env, start_new_session=True,
@@ -169,7 +169,7 @@ def test_ctrl_c_ends_dvc_and_the_stage_and_the_rerun_works(tmp_path: Path, how: 
 
 
 def test_the_stage_clock_times_each_stage_dvc_runs() -> None:
-    from flows.repro import StageClock
+    from runtime.dvc import StageClock
 
     clock = StageClock()
     for now, text in [(0.0, "Running stage 'demo':\n"), (1.0, "> msaflow demo\n"),

@@ -15,14 +15,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from config.paths import Paths
 from msaflow import cli
-from msaflow.params import load_params
-from msaflow.paths import Paths
 from tasks import cache, extract, ingest
 from tasks.contracts import SPLITS
 from tasks.export import ExportError, export_mmsa
 from tasks.formats.mmsa import META, release_name
-from tasks.sources.mmsa_pkl import load_pickle
+from tasks.params import load_params
+from tasks.sources.mmsa_pkl.reader import load_pickle
 from tests.synthetic import make_h5
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -62,7 +62,7 @@ def test_export_has_mmsa_keys_shapes_and_dtypes(tmp_path: Path) -> None:
         seq = json.loads(f.attrs["seq_len"])
         dims = json.loads(f.attrs["dims"])
         # MMSA's release name, in the dataset's export folder
-        assert out == paths.exports / "mmsa" / release_name("unaligned", seq["words"])
+        assert out == paths.export("mmsa") / release_name("unaligned", seq["words"])
         assert summary["variant"] == "unaligned" and summary["train_clips"] == 12
         umask = os.umask(0)
         os.umask(umask)

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from msaflow.params import load_params
-from msaflow.paths import Paths
-from msaflow.schema import ExtractParams
+from config.paths import Paths
+from config.schema import ExtractParams
+from models.text_encoders import frozen_encoder, load_tokenizer
 from tasks import extract
 from tasks.contracts import EXTRACT_ERROR_COLUMNS, ExtractError, ExtractionFailed
 from tasks.features.facemesh import DIM as VISION_DIM
@@ -18,8 +18,10 @@ from tasks.features.facemesh import NO_FACE_WARNING, extract_vision
 from tasks.features.librosa import DIM_NAMES as AUDIO_DIMS
 from tasks.features.librosa import extract_audio
 from tasks.features.media import decode_audio, iter_frames
-from tasks.features.text import extract_text, load_encoder, load_tokenizer, spread_by_length
+from tasks.features.text import extract_text
 from tasks.formats.csd import decode_words, read_csd
+from tasks.params import load_params
+from tasks.speech.words import spread_by_length
 from tests.features.test_media import make_mp4
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,9 +35,9 @@ def make_cfg(**changes: object) -> ExtractParams:
         "fail_fast": False,
         "max_failed_fraction": 0.5,
         "audio": {"feature_set": "librosa", "sample_rate": 16000, "hop_seconds": 0.04},
-        "vision": {"feature_set": "facemesh", "fps": 6, "max_side": 640},
+        "vision": {"feature_set": "facemesh", "fps": 6, "facemesh": {"max_side": 640}},
         # The clips' audio is a tone, not speech: words are spread (forced alignment has its
-        # own tests in tests/features/test_speech.py).
+        # own tests in tests/speech/test_speech.py).
         "text": {"tokenizer": "minilm", "encoder": "minilm", "max_tokens": 48,
                  "timing": "spread"},
     }
@@ -118,7 +120,7 @@ def test_text_words_tokens_and_embeddings() -> None:
 
     enc = tok(t.words, is_split_into_words=True, return_tensors="pt")
     with torch.no_grad():
-        hidden = load_encoder("minilm")(**enc).last_hidden_state[0]
+        hidden = frozen_encoder("minilm")(**enc).last_hidden_state[0]
     pos = enc.word_ids(0).index(4)
     np.testing.assert_allclose(t.embeddings[4], hidden[pos].numpy(), atol=1e-5)
 

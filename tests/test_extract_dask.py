@@ -69,8 +69,8 @@ def test_a_local_dask_cluster_writes_the_thread_runners_bytes(tmp_path: Path) ->
 
 
 def test_an_unreachable_scheduler_names_the_key(tmp_path: Path) -> None:
+    from config.errors import ParamsError
     from flows.extract import check_scheduler
-    from msaflow.errors import ParamsError
 
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))

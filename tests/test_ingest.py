@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from msaflow.params import load_params
-from msaflow.paths import Paths
-from msaflow.schema import Params
-from tasks import sources
+from config.paths import Paths
+from config.schema import Params
 from tasks.contracts import INGEST_ERROR_COLUMNS as ERROR_COLUMNS
 from tasks.contracts import MANIFEST_COLUMNS, IngestError
 from tasks.ingest import build_manifest
+from tasks.params import load_params
+from tasks.sources import layouts
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = ["video_id", "clip_id", "text", "label", "annotation", "mode"]
@@ -109,7 +109,7 @@ def test_good_dataset(in_tmp: Path, mp4_bytes: bytes) -> None:
     assert manifest[["start", "end"]].isna().all().all()  # whole file
     assert summary["clips"] == 4 and summary["dropped"] == 0
     assert (summary["train_clips"], summary["valid_clips"], summary["test_clips"]) == (2, 1, 1)
-    assert {"mmsa", "meld", "iemocap", "folder"} <= set(sources.layout_names())
+    assert {"mmsa", "meld", "iemocap", "folder"} <= set(layouts.names())
 
 
 def test_sims_columns_kept_and_outside_root(

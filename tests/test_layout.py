@@ -1,4 +1,4 @@
-"""dvc.yaml and msaflow/paths.py spell the same artifact layout; the CLI parses."""
+"""dvc.yaml and config/paths.py spell the same artifact layout; the CLI parses."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import yaml
 
+from config.paths import Paths
 from msaflow.cli import build_parser, main
-from msaflow.params import load_params
-from msaflow.paths import Paths
+from tasks.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from config.errors import ParamsError
 from flows.common import CompletedTaskFilter, HandledErrorFilter, handled
-from msaflow.errors import ParamsError
 from tasks.sources.mmsa_pkl import PickleFormatError
 
 ROOT = Path(__file__).resolve().parents[1]

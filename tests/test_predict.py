@@ -15,13 +15,15 @@ import torch
 import yaml
 
 import tasks.predict as predict_mod
-from msaflow.params import load_params
-from msaflow.paths import Paths
-from msaflow.schema import PredictParams
+from config.paths import Paths
+from config.schema import PredictParams
 from tasks import extract
 from tasks.cache import build_cache
 from tasks.formats.dataset import H5Dataset, collate
-from tasks.predict import PredictError, polarity, predict_videos
+from tasks.metrics import polarity
+from tasks.params import load_params
+from tasks.predict import PredictError, predict_videos
+from tasks.predict.features import NO_TRANSCRIPT
 from tasks.robustness import Condition, corrupt
 from tasks.train import train_model
 from tasks.training.checkpoint import forward as evaluate_predict
@@ -173,9 +175,9 @@ def test_json_fields_and_per_video_errors(
     assert set(good) >= {"score", "seed_scores", "polarity", "label_range", "notes"}
     assert len(good["seed_scores"]) == 2 and np.isfinite(good["score"])
     assert good["score"] == pytest.approx(np.mean(good["seed_scores"]))
-    assert good["polarity"] == polarity(good["score"], [-3, 3])
+    assert good["polarity"] == polarity(good["score"], (-3, 3)).lower()
     assert good["label_range"] == [-3.0, 3.0]
-    assert good["transcript"] is None and predict_mod.NO_TRANSCRIPT in good["notes"]
+    assert good["transcript"] is None and NO_TRANSCRIPT in good["notes"]
     assert "no modality to score" in no_audio["error"] and "score" not in no_audio
     assert "no audio stream" in no_audio["error"] and "no face" in no_audio["error"]
     assert good["absent"] == ["text"]
@@ -241,7 +243,7 @@ def test_aligned_without_transcript_says_what_the_model_saw(setting, tmp_path: P
                          out=tmp_path / "p.json", asr="none")
     entry = doc["predictions"][0]
     assert entry["seeds"] == [1] and np.isfinite(entry["score"])
-    assert entry["notes"][:1] == [predict_mod.NO_TRANSCRIPT]
+    assert entry["notes"][:1] == [NO_TRANSCRIPT]
     assert predict_mod.ALIGNED_NO_WORDS in entry["notes"]
     assert entry["absent"] == ["text", "audio", "vision"]
 
@@ -329,10 +331,10 @@ def test_transcripts_csv_by_clip_id_and_conflicts(tmp_path: Path) -> None:
 
 
 def test_polarity_and_classification_scores() -> None:
-    assert [polarity(x, [-3, 3]) for x in (-0.2, 0.0, 0.01)] == [
-        "negative", "neutral", "positive"]
-    assert [polarity(x, [-1, 1]) for x in (-0.1, 0.1, 0.11)] == [
-        "negative", "neutral", "positive"]
+    assert [polarity(x, (-3, 3)) for x in (-0.2, 0.0, 0.01)] == [
+        "Negative", "Neutral", "Positive"]
+    assert [polarity(x, (-1, 1)) for x in (-0.1, 0.1, 0.11)] == [
+        "Negative", "Neutral", "Positive"]
     ens = SimpleNamespace(
         spec=SimpleNamespace(task="classification"), class_names=["neg", "neu", "pos"]
     )

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from msaflow.io import write_json_atomic
-from msaflow.params import load_params
-from msaflow.paths import Paths
+from config.paths import Paths
 from tasks import retrain
+from tasks.io import write_json_atomic
+from tasks.params import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"
@@ -52,7 +52,7 @@ def run(params, paths, min_delta: float = 0.0) -> retrain.Decision:
 
 
 def champ(paths: Paths) -> Path:
-    return retrain.champion_dir(paths, MODEL)
+    return paths.champion(MODEL)
 
 
 # -- decisions ---------------------------------------------------------------------------
@@ -307,8 +307,9 @@ def test_serve_arguments_build_the_schedule():
 
 @pytest.mark.slow  # starts a Prefect server (~10 s) in a served process
 def test_serve_alone_registers_the_scheduled_deployment(tmp_path):
-    """`python -m flows.retrain --serve` with no server named: it starts one with its UI and
-    its scheduler, registers the cron deployment there, and takes it down on Ctrl-C."""
+    """`msaflow retrain --serve` with no server running: it starts the shared one (UI and
+    scheduler), registers the cron deployment there, and stops serving on Ctrl-C; the
+    server stays for later commands until `msaflow server stop`."""
     import asyncio
     import queue
     import re
@@ -321,9 +322,9 @@ def test_serve_alone_registers_the_scheduled_deployment(tmp_path):
 
     (tmp_path / "params.yaml").write_text(PARAMS.read_text())
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.update(PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    env.update(PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", PREFECT_HOME=str(tmp_path / "home"))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.retrain", "--serve", "--cron", "30 2 * * *",
+        [sys.executable, "-m", "msaflow", "retrain", "--serve", "--cron", "30 2 * * *",
          "--name", "nightly", "--model", MODEL],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
@@ -336,7 +337,7 @@ def test_serve_alone_registers_the_scheduled_deployment(tmp_path):
                 seen.append(lines.get(timeout=1))
             except queue.Empty:
                 continue
-            found = re.search(r"Prefect server for this run: (http://\S+)", seen[-1])
+            found = re.search(r"Prefect server started for msaflow: (http://\S+)", seen[-1])
             address = address or (found and found.group(1))
             if address and "being served" in "".join(seen):
                 break
@@ -358,15 +359,19 @@ def test_serve_alone_registers_the_scheduled_deployment(tmp_path):
         assert found.parameters == {"params_path": "params.yaml", "min_delta": 0.0,
                                     "models": [MODEL]}
     finally:
-        proc.send_signal(signal.SIGINT)  # Ctrl-C: the deployment stops, then its server
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: the deployment stops serving
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
+        finally:
+            stop = subprocess.run([sys.executable, "-m", "msaflow", "server", "stop"],
+                                  cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert "stopped the Prefect server" in stop.stdout
     port = int(address.rsplit(":", 1)[1])
     with socket.socket() as sock:
-        assert sock.connect_ex(("127.0.0.1", port)) != 0  # the server went with it
+        assert sock.connect_ex(("127.0.0.1", port)) != 0  # `msaflow server stop` ended it
 
 
 def test_roll_back_command(tmp_path, monkeypatch, capsys):

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from msaflow.errors import ParamsError
-from msaflow.params import load_params
-from tasks import robustness
-from tasks.evaluate import evaluate_model, summarize
+from config.errors import ParamsError
+from tasks.evaluate import evaluate_model
 from tasks.formats.dataset import H5Dataset
+from tasks.params import load_params
+from tasks.report import robustness_table, summary_markdown
 from tasks.robustness import Condition, conditions, corrupt, evaluate_robustness
 from tasks.train import train_model
 from tasks.training import checkpoint
@@ -196,7 +196,7 @@ def test_all_absent_is_the_constant_input_prediction(scored) -> None:
 
 def test_summary_table_and_figure(scored) -> None:
     params, paths, _ = scored
-    table = summarize(params, paths)
+    table = summary_markdown(params, paths)
     assert "robustness (Has0_acc_2, test split" in table
     row = next(line for line in table.splitlines() if line.startswith("| late_fusion |")
                and "±" not in line)
@@ -206,4 +206,4 @@ def test_summary_table_and_figure(scored) -> None:
     assert cells[-2:] == ["0.0000", "0.0000"]  # late_fusion against itself
     png = paths.robustness_figure
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert robustness.summary_table(params, paths)[1]["late_fusion"]["effective_noise"] == 0.0
+    assert robustness_table(params, paths)[1]["late_fusion"]["effective_noise"] == 0.0

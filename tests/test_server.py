@@ -1,40 +1,90 @@
-"""The local Prefect server `msaflow repro` shares between stages: API and UI, then gone."""
+"""The local Prefect server every msaflow command shares: started on first use, reused by the
+next commands, stopped by `msaflow server stop`; a server the user names wins."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
 import pytest
 
-from flows.common import prefect_server
+from runtime import server
+
+ROOT = Path(__file__).resolve().parents[1]
+MSAFLOW = Path(sys.executable).parent / "msaflow"
 
 
-def test_local_server_serves_api_and_ui_then_stops(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    with prefect_server() as api_url:
-        assert os.environ["PREFECT_API_URL"] == api_url
-        address = api_url.removesuffix("/api")
-        assert httpx.get(f"{api_url}/health").json() is True
+def _env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(PREFECT_HOME=str(home), PYTHONPATH=str(ROOT), **extra)
+    return env
+
+
+def _msaflow(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([str(MSAFLOW), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.slow  # starts a second server (the session has one)
+def test_first_use_starts_it_later_commands_reuse_it_stop_ends_it(tmp_path: Path) -> None:
+    home = tmp_path / "prefect"
+    env = _env(home)
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    try:
+        first = _msaflow(["report"], tmp_path, env)
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert "Prefect server started for msaflow: http://127.0.0.1:" in first.stderr
+        assert "Starting temporary server" not in first.stdout + first.stderr
+        state = json.loads((home / "msaflow-server.json").read_text())
+        address = f"http://127.0.0.1:{state['port']}"
+        assert httpx.get(f"{address}/api/health").json() is True
         page = httpx.get(f"{address}/")  # what a person opens in a browser
-        assert page.status_code == 200
-        assert page.headers["content-type"].startswith("text/html")
-        # A flow run in this process (`msaflow run`) uses this server too, not a second,
-        # temporary one of Prefect's.
-        assert _flow_api_url().rstrip("/") == api_url
-    printed = capsys.readouterr().out
-    assert f"Prefect server for this run: {address} (UI and API" in printed
-    assert "msaflow-server.log" in printed  # the server's own output goes there
-    assert "PREFECT_API_URL" not in os.environ
-    port = int(address.rsplit(":", 1)[1])
-    with socket.socket() as sock:  # the server process is gone: nothing listens any more
-        assert sock.connect_ex(("127.0.0.1", port)) != 0
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+
+        again = _msaflow(["report"], tmp_path, env)  # reuses it: no second server
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "Prefect server started" not in again.stderr
+        assert json.loads((home / "msaflow-server.json").read_text()) == state
+        status = _msaflow(["server", "status"], tmp_path, env)
+        assert f"{address} (pid {state['pid']}" in status.stdout and "answers" in status.stdout
+    finally:
+        stopped = _msaflow(["server", "stop"], tmp_path, env)
+    assert stopped.returncode == 0 and f"stopped the Prefect server on {address}" in stopped.stdout
+    assert not (home / "msaflow-server.json").exists()
+    with socket.socket() as sock:  # nothing listens any more
+        assert sock.connect_ex(("127.0.0.1", state["port"])) != 0
+    gone = _msaflow(["server", "status"], tmp_path, env)
+    assert "no msaflow Prefect server runs" in gone.stdout
 
 
-def _flow_api_url() -> str:
+def test_a_named_server_is_used_as_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    assert server.user_api_url() == "http://127.0.0.1:4200/api"
+    assert server.ensure() == "http://127.0.0.1:4200/api"
+    assert not (tmp_path / "msaflow-server.json").exists()  # nothing started
+
+
+def test_a_server_in_the_active_profile_is_used(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`prefect config set PREFECT_API_URL=...` writes the profile, not the environment."""
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.delenv("PREFECT_PROFILE", raising=False)
+    (tmp_path / "profiles.toml").write_text(
+        'active = "mine"\n[profiles.mine]\nPREFECT_API_URL = "http://10.0.0.5:4200/api"\n')
+    assert server.user_api_url() == "http://10.0.0.5:4200/api"
+    monkeypatch.setenv("PREFECT_PROFILE", "other")
+    assert server.user_api_url() is None
+
+
+def test_in_process_flows_report_to_the_shared_server() -> None:
     from prefect import flow
 
     @flow
@@ -44,82 +94,47 @@ def _flow_api_url() -> str:
         with get_client(sync_client=True) as client:
             return str(client.api_url)
 
-    return where()
-
-
-def test_a_named_server_is_used_as_is(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
-    with prefect_server() as api_url:
-        assert api_url == "http://127.0.0.1:4200/api"
-    assert os.environ["PREFECT_API_URL"] == "http://127.0.0.1:4200/api"
-
-
-def test_a_configured_server_is_used_and_shared_with_children(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """`prefect config set PREFECT_API_URL=...` (a profile, not the environment) is honoured,
-    and exported while the block runs so `dvc repro`'s stage processes report there too."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    url = "http://127.0.0.1:4301/api"
-    with temporary_settings({PREFECT_API_URL: url}), prefect_server() as api_url:
-        assert api_url == url and os.environ["PREFECT_API_URL"] == url
-    assert "PREFECT_API_URL" not in os.environ
+    assert where().rstrip("/") == os.environ["PREFECT_API_URL"].rstrip("/")
 
 
 @pytest.mark.slow  # waits for the server to give up
-def test_a_server_that_cannot_start_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+def test_a_server_that_cannot_start_is_one_error_line(tmp_path: Path) -> None:
     # a database the server cannot open: it exits during startup
-    monkeypatch.setenv("PREFECT_API_DATABASE_CONNECTION_URL", "sqlite+aiosqlite:////proc/no/x.db")
-    expected = r"exited with code .*msaflow-server\.log(.|\n)*make ui"
-    with pytest.raises(RuntimeError, match=expected), prefect_server(start_timeout=60):
-        pass
-    assert "PREFECT_API_URL" not in os.environ
+    env = _env(tmp_path / "prefect",
+               PREFECT_API_DATABASE_CONNECTION_URL="sqlite+aiosqlite:////proc/no/x.db")
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    done = _msaflow(["report"], tmp_path, env)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "error: the local Prefect server on port" in done.stderr
+    assert "exited" in done.stderr and "msaflow-server.log" in done.stderr
+    assert "make ui" in done.stderr
+    assert not (tmp_path / "prefect" / "msaflow-server.json").exists()
 
 
-SLOW_START = '''
-import os
-import time
-
-# A busy machine: the temporary server's own process (Prefect starts it with this variable)
-# takes 25 s before it even imports uvicorn. Nothing is imported here, so the CLI still
-# applies its defaults before Prefect reads its settings.
-if os.environ.get("PREFECT__SERVER_EPHEMERAL") == "1":
-    time.sleep(25)
-'''
-
-
-@pytest.mark.slow  # waits out a 25 s server start
-def test_a_stage_survives_a_slow_temporary_server(tmp_path) -> None:
-    """A plain `dvc repro` stage starts Prefect's temporary server; Prefect gives it 20 s by
-    default. A stage run through the CLI waits up to 180 s, so a slow start is no failure."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    (tmp_path / "params.yaml").write_text((root / "params.yaml").read_text())
-    (tmp_path / "hooks").mkdir()
-    (tmp_path / "hooks" / "sitecustomize.py").write_text(SLOW_START)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PREFECT_API_URL", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")}
-    env.update(PYTHONPATH=os.pathsep.join([str(tmp_path / "hooks"), str(root)]),
-               PREFECT_HOME=str(tmp_path / "prefect"))
-    msaflow = Path(sys.executable).parent / "msaflow"
-    done = subprocess.run([str(msaflow), "report"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert (tmp_path / "reports" / "summary_demo.md").is_file()
-    assert "Timed out" not in done.stderr
+@pytest.mark.slow  # a stage process killed mid-run
+def test_a_killed_stage_leaves_no_process_of_its_own(tmp_path: Path) -> None:
+    """SIGKILL of a stage: no server or other child of it outlives it (the shared server is
+    not its child: it was started detached by the first command and stays for the next)."""
+    env = _env(Path(os.environ["PREFECT_HOME"]), PREFECT_API_URL=os.environ["PREFECT_API_URL"])
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    proc = subprocess.Popen([str(MSAFLOW), "report"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    for line in proc.stdout:  # a known point: its flow run has begun
+        if "Beginning flow run" in line:
+            break
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                              text=True).stdout.split()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    left = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    assert left == [], f"children of the killed stage still run: {left}"
+    assert server.healthy(os.environ["PREFECT_API_URL"])  # the shared server is unharmed
 
 
 def test_the_cli_gives_prefect_its_offline_defaults() -> None:
-    import subprocess
-    import sys
-
-    code = ("from msaflow import environment; environment.apply(); "
+    code = ("from config import environment; environment.apply(); "
             "from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as s,"
             " PREFECT_SERVER_ANALYTICS_ENABLED as a; print(s.value(), a.value())")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_SERVER")}

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 import tasks.train as train_mod
-from msaflow.params import ParamsError, load_params
-from msaflow.paths import Paths
+from config.errors import ParamsError
+from config.paths import Paths
 from tasks.formats.dataset import H5Dataset
 from tasks.metrics import regression_metrics
+from tasks.params import load_params
 from tasks.train import train_model
 from tasks.training.checkpoint import forward as predict
 from tasks.training.checkpoint import load as load_checkpoint

@@ -38,12 +38,13 @@ from typing import Any
 
 import numpy as np
 
-from msaflow.schema import DemoParams
+from config.schema import DemoParams
 from tasks.contracts import SPLITS
 from tasks.demo.face import Pose, hidden_mask, make_frames, sample_pose
 from tasks.demo.sentences import make_text
 from tasks.demo.speech import AUDIO_RATE, VOICES, make_audio
 from tasks.demo.views import sample_sentiment
+from tasks.metrics import polarity
 
 LABEL_COLUMNS: tuple[str, ...] = ("video_id", "clip_id", "text", "label", "annotation", "mode")
 TRUTH_COLUMNS: tuple[str, ...] = (
@@ -219,11 +220,6 @@ def plan_corpus(params: DemoParams, seed: int) -> list[ClipSpec]:
     return specs
 
 
-def annotation(label: float) -> str:
-    """MMSA's polarity class name of a regression label."""
-    return "Positive" if label > 0 else "Negative" if label < 0 else "Neutral"
-
-
 def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
@@ -315,7 +311,7 @@ def generate(
                 "clip_id": spec.clip_id,
                 "text": spec.text,
                 "label": f"{spec.sentiment:.4f}",
-                "annotation": annotation(spec.sentiment),
+                "annotation": polarity(spec.sentiment),
                 "mode": spec.mode,
             })
             fields = asdict(spec)
@@ -379,3 +375,13 @@ def _run_jobs(jobs: list[tuple], workers: int, progress: bool) -> list[dict]:
             return results
     finally:
         bar.close()
+
+
+def run(params: Any, paths: Any) -> dict[str, Any]:
+    """The `demo` stage: the corpus params.demo describes, into ``paths.demo_root``."""
+    return generate(params.demo, paths.demo_root, seed=params.seed)
+
+
+def needed(params: Any, paths: Any) -> bool:
+    """Whether a run of the whole DAG needs the corpus: the dataset is the demo's folder."""
+    return Path(paths.raw_root).resolve() == Path(paths.demo_root).resolve()

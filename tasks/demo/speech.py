@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from tasks.demo.views import VIEW_CLIP
-from tasks.features import espeak
-from tasks.features.espeak import WordEvent
-from tasks.features.text import split_word_spans
+from tasks.speech import espeak
+from tasks.speech.espeak import WordEvent
+from tasks.speech.words import split_word_spans
 
 AUDIO_RATE = 16000  # AAC stream rate; the extract stage's default librosa rate, no resampling
 SPEECH_PAD = 0.2  # seconds of silence before and after the sentence
@@ -42,7 +42,7 @@ def speak(
     text: str, voice: str, rate: int, pitch: int, range_: int, volume: int
 ) -> tuple[np.ndarray, int, list[WordEvent]]:
     """eSpeak NG's 16-bit samples of ``text`` (at its native rate) and each word's time in
-    them (tasks/features/espeak.py), reproducibly.
+    them (tasks/speech/espeak.py), reproducibly.
 
     The engine keeps state between utterances (a static pitch-flutter phase, the waveform
     generator's cycle), so the same sentence comes out a few samples different each time.

@@ -15,24 +15,30 @@ declaring what the extract stage needs to run it without knowing its name:
   ``counters``: names of per-clip counts it keeps (an int array ``counters`` in its arrays),
   which the stage sums into the ``.csd`` metadata and its summary.
 
-Adding a feature set: one new file with one ``@register(...)``, and one line in ``_MODULES``
+A set with settings of its own declares ``params``, a pydantic model: its section is
+``extract.<modality>.<name>`` (e.g. ``extract.vision.facemesh.max_side``), validated when
+params load (tasks/params.py) and read with :func:`options`; those of its ``keys`` that are
+its own are looked up there.
+
+Adding a feature set: one new file with one ``@register(...)``, and one line in ``LINES``
 (its name, modality and module), which keeps ``names()`` free of imports and lets params
 validate ``extract.<modality>.feature_set`` without loading any extractor.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from config.registry import Registry
+
 MODALITIES: tuple[str, ...] = ("text", "audio", "vision")
 
-# name → (modality, module that registers it)
-_MODULES: dict[str, tuple[str, str]] = {
+# The registration lines: name → (modality, module that registers it).
+LINES: dict[str, str | tuple[str, ...]] = {
     "text": ("text", "tasks.features.text"),
     "librosa": ("audio", "tasks.features.librosa"),
     "egemaps": ("audio", "tasks.features.egemaps"),
@@ -76,19 +82,22 @@ class FeatureSet:
     prepare: Callable[[Any], None] | None = None
     counters: tuple[str, ...] = ()
     about: str = ""
+    params: type | None = None  # pydantic model of extract.<modality>.<name>
 
     def key_params(self, section: Any) -> dict[str, Any]:
         """The params that change this set's output: they go into every clip's cache key
-        and into the ``.csd`` metadata."""
-        dumped = section.model_dump(mode="json")
-        out = {"feature_set": self.name} if "feature_set" in dumped else {}
-        out.update({k: dumped[k] for k in self.keys})
+        and into the ``.csd`` metadata (a key of its own settings under its own name)."""
+        shared = type(section).model_fields
+        dumped = section.model_dump(mode="json", include=set(shared))
+        own = options(section, self.name)
+        out = {"feature_set": self.name} if "feature_set" in shared else {}
+        out.update({k: dumped[k] if k in shared else getattr(own, k) for k in self.keys})
         if self.identity is not None:
             out.update(self.identity(section))
         return out
 
 
-_REGISTRY: dict[str, FeatureSet] = {}
+FEATURE_SETS: Registry[FeatureSet] = Registry("feature set", LINES)
 
 
 def register(
@@ -103,6 +112,7 @@ def register(
     identity: Callable[[Any], dict[str, Any]] | None = None,
     prepare: Callable[[Any], None] | None = None,
     counters: tuple[str, ...] = (),
+    params: type | None = None,
 ):
     """Decorator of a compute function ``(clip, section) -> (arrays, warnings)``.
 
@@ -113,7 +123,7 @@ def register(
         raise ValueError(f"feature set {name!r}: modality {modality!r} not in {MODALITIES}")
 
     def wrap(compute: Callable[[Any, Any], tuple[Arrays, list[str]]]):
-        _REGISTRY[name] = FeatureSet(
+        FEATURE_SETS.register(name, FeatureSet(
             name=name,
             modality=modality,
             keys=keys,
@@ -124,7 +134,8 @@ def register(
             prepare=prepare,
             counters=counters,
             about=description,
-        )
+            params=params,
+        ))
         return compute
 
     return wrap
@@ -132,16 +143,22 @@ def register(
 
 def names(modality: str | None = None) -> list[str]:
     """Every registered feature set (of one modality), without importing any."""
-    return sorted(n for n, (m, _) in _MODULES.items() if modality in (None, m))
+    return sorted(n for n, line in LINES.items() if modality in (None, line[0]))
 
 
 def get(name: str) -> FeatureSet:
     """The feature set registered as ``name`` (its module is imported on first use)."""
-    if name not in _MODULES:
-        raise KeyError(f"unknown feature set {name!r}; expected one of {names()}")
-    if name not in _REGISTRY:
-        importlib.import_module(_MODULES[name][1])
-    return _REGISTRY[name]
+    return FEATURE_SETS.get(name)
+
+
+def options(section: Any, name: str) -> Any:
+    """Feature set ``name``'s own settings in a modality section (``extract.<m>.<name>``):
+    the validated model params loading put there, else its defaults (None: it has none)."""
+    own = getattr(section, name, None)
+    if own is not None and not isinstance(own, dict):
+        return own
+    model = get(name).params
+    return None if model is None else model.model_validate(own or {})
 
 
 def section(extract: Any, modality: str) -> Any:

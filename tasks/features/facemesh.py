@@ -34,9 +34,10 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.contracts import ExtractError
-from tasks.features import register
+from tasks.features import options, register
 from tasks.features.media import ClipInput, iter_frames
 
 NO_FACE_WARNING = "no face detected in any frame"
@@ -299,16 +300,26 @@ def extract_vision(
     return features, intervals, list(DIM_NAMES), warnings
 
 
+class FacemeshParams(BaseModel):
+    """``extract.vision.facemesh``: this feature set's own settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_side: int = Field(640, ge=64)  # frames larger than this are downscaled first
+
+
 @register(
     "facemesh",
     modality="vision",
     keys=("fps", "max_side"),
     description="MediaPipe Face Mesh: face flag, normalised landmark subset, expression",
     dims=lambda section, width: list(DIM_NAMES),
+    params=FacemeshParams,
 )
 def compute(clip: ClipInput, section: Any) -> tuple[dict[str, np.ndarray], list[str]]:
-    """One clip's rows at ``extract.vision.fps``, frames scaled to ``max_side`` at most."""
-    frames = iter_frames(clip.media, section.fps, clip.start, clip.end, section.max_side)
+    """One clip's rows at ``extract.vision.fps``, frames scaled to ``facemesh.max_side``."""
+    own = options(section, "facemesh")
+    frames = iter_frames(clip.media, section.fps, clip.start, clip.end, own.max_side)
     features, intervals, _, warnings = extract_vision(frames, section.fps,
                                                       offset=clip.start or 0.0)
     return {"features": features, "intervals": intervals}, warnings

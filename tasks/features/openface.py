@@ -29,9 +29,10 @@ from typing import Any
 
 import av
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.contracts import ExtractError, ExtractionFailed, MediaError, StreamMissing
-from tasks.features import register
+from tasks.features import options, register
 from tasks.features.facemesh import NO_FACE_WARNING
 from tasks.features.media import (
     ClipInput,
@@ -43,7 +44,7 @@ from tasks.features.media import (
 )
 
 BINARY = "FeatureExtraction"
-PARAM = "extract.vision.openface_bin"
+PARAM = "extract.vision.openface.bin"
 # -2Dfp/-3Dfp landmarks, -pdmparams shape parameters, -pose head pose, -aus action units,
 # -gaze eye gaze: every block of the standard CSV (no HOG / aligned faces / tracked video).
 ARGS: tuple[str, ...] = ("-2Dfp", "-3Dfp", "-pdmparams", "-pose", "-aus", "-gaze")
@@ -198,7 +199,7 @@ def binary_identity(binary: str | Path | None = None) -> dict[str, object]:
 
 
 def require_binary(binary: str) -> Path:
-    """The stage's up-front check of ``extract.vision.openface_bin``; the error says the fix."""
+    """The stage's up-front check of ``extract.vision.openface.bin``; the error says the fix."""
     try:
         return resolve_binary(binary or None)
     except OpenFaceError as err:
@@ -330,10 +331,19 @@ def extract_openface(
     return rows, intervals, names, warnings
 
 
+class OpenFaceParams(BaseModel):
+    """``extract.vision.openface``: this feature set's own settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bin: str = ""  # the FeatureExtraction executable; "" = find FeatureExtraction on PATH
+    timeout: float = Field(600.0, gt=0)  # seconds one clip may run before it counts as failed
+
+
 def _prepare(section: Any) -> None:
     """Once per run, before any clip: a missing binary fails the stage, not every clip."""
     try:
-        require_binary(section.openface_bin)
+        require_binary(options(section, "openface").bin)
     except OpenFaceError as err:
         raise ExtractionFailed(str(err)) from None
 
@@ -341,18 +351,20 @@ def _prepare(section: Any) -> None:
 @register(
     "openface",
     modality="vision",
-    keys=("fps",),  # max_side does not apply: OpenFace sees the video as it is
+    keys=("fps",),  # OpenFace sees the video as it is: no frame scaling
     description="OpenFace 2 FeatureExtraction: face flag (success) + 709 gaze, pose, "
     "landmark, shape and action unit columns; rows sampled at extract.vision.fps",
     dims=lambda section, width: list(DIM_NAMES),
     # the binary's identity: another build recomputes every clip
-    identity=lambda section: {"openface_binary": binary_identity(section.openface_bin or None)},
+    identity=lambda section: {
+        "openface_binary": binary_identity(options(section, "openface").bin or None)},
     prepare=_prepare,
+    params=OpenFaceParams,
 )
 def compute(clip: ClipInput, section: Any) -> tuple[dict[str, np.ndarray], list[str]]:
     """One clip through the user's OpenFace build, rows sampled at ``extract.vision.fps``."""
+    own = options(section, "openface")
     features, intervals, _, warnings = extract_openface(
-        clip.media, section.fps, clip.start, clip.end, section.openface_bin or None,
-        section.openface_timeout,
+        clip.media, section.fps, clip.start, clip.end, own.bin or None, own.timeout,
     )
     return {"features": features, "intervals": intervals}, warnings

@@ -1,7 +1,7 @@
 """Feature set ``text``: words with their times, token ids, frozen per-word embeddings.
 
 Word times (``extract.text.timing``): ``forced`` aligns the transcript on the clip's speech
-(tasks/features/speech.py: PocketSphinx, US English, offline); a clip whose alignment fails
+(tasks/speech/alignment.py: PocketSphinx, US English, offline); a clip whose alignment fails
 falls back to ``spread`` for that clip, with the reason as a warning. ``spread`` shares the
 clip's duration between its words in proportion to their length in characters (a longer word
 takes longer to say). A clip without a transcript gets one from speech recognition when
@@ -18,29 +18,28 @@ pronunciation, interpolated or spread, and how many clips fell back or were reco
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from msaflow import hf
+from models.text_encoders import frozen_encoder, load_tokenizer
 from tasks.contracts import ExtractError, MediaError
-from tasks.features import Output, register, speech
+from tasks.features import Output, register
 from tasks.features.media import ClipInput, decode_audio
+from tasks.speech import SAMPLE_RATE
+from tasks.speech.alignment import FRONT_END_VERSION, AlignmentFailed, align
+from tasks.speech.recognition import Recognition, recognize
+from tasks.speech.words import split_words, spread_by_length
 
 COUNTERS: tuple[str, ...] = (
     "words", "aligned", "pronounced", "interpolated", "spread", "fallback", "recognized",
 )
 
-# A word: letters/digits/underscore, keeping inner apostrophes and hyphens ("don't", "x-ray").
-_WORD = re.compile(r"\w+(?:['’\-]\w+)*")
 # Fast (Rust) tokenizers raise "Already borrowed" when two threads use one at once.
 _TOKENIZER_LOCK = threading.Lock()
-_LOAD_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -54,50 +53,7 @@ class TextFeatures:
     token_intervals: np.ndarray  # (n_tokens, 2) seconds
 
 
-def split_words(text: str) -> list[str]:
-    """The words of a transcript (punctuation dropped, inner apostrophes/hyphens kept)."""
-    return _WORD.findall(text)
 
-
-def split_word_spans(text: str) -> list[tuple[str, int, int]]:
-    """``split_words`` with each word's character span ``[start, end)`` in ``text``."""
-    return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(text)]
-
-
-def spread_by_length(lengths: list[int] | np.ndarray, duration: float) -> np.ndarray:
-    """(n, 2) back-to-back intervals over ``[0, duration]``, each as long as its weight."""
-    weights = np.asarray(lengths, dtype=np.float64)
-    if weights.size == 0:
-        return np.zeros((0, 2))
-    edges = np.concatenate([[0.0], np.cumsum(weights)]) / weights.sum() * duration
-    edges[-1] = duration  # no round-off past the clip end
-    return np.stack([edges[:-1], edges[1:]], axis=1)
-
-
-@lru_cache(maxsize=4)
-def _tokenizer_cached(name: str) -> Any:
-    return hf.load_tokenizer(name)
-
-
-@lru_cache(maxsize=2)
-def _encoder_cached(name: str) -> Any:
-    model = hf.load_encoder(name)
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
-
-def load_tokenizer(name: str) -> Any:
-    """The tokenizer ``name``, loaded once per process (thread-safe)."""
-    with _LOAD_LOCK:
-        return _tokenizer_cached(name)
-
-
-def load_encoder(name: str) -> Any:
-    """The frozen encoder ``name`` in eval mode, loaded once per process (thread-safe)."""
-    with _LOAD_LOCK:
-        return _encoder_cached(name)
 
 
 def _word_chunks(word_ids: list[int | None], n_words: int, limit: int) -> list[range]:
@@ -154,7 +110,7 @@ def extract_text(
     if not duration > 0:
         raise ExtractError(f"clip duration {duration} s: cannot place words in time")
     tokenizer = load_tokenizer(tokenizer_name)
-    encoder = load_encoder(encoder_name)
+    encoder = frozen_encoder(encoder_name)
     # Embeddings need the encoder's own tokenizer (text.tokenizer may name another model).
     encoder_tokenizer = (
         tokenizer if encoder_name == tokenizer_name else load_tokenizer(encoder_name)
@@ -190,7 +146,7 @@ def _tokens(npz: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return npz["tokens"].reshape(-1, 1), npz["token_intervals"]
 
 
-def _recognized_words(heard: speech.Recognition) -> tuple[list[str], np.ndarray]:
+def _recognized_words(heard: Recognition) -> tuple[list[str], np.ndarray]:
     """The recognised words as the transcript splitter splits them, each part sharing its
     word's interval by length (``don't`` stays one word; ``-`` alone disappears)."""
     words: list[str] = []
@@ -221,7 +177,7 @@ def _timing_description(section: Any) -> str:
     uses_transcript=True,
     counters=COUNTERS,
     # the speech front end's behaviour: a change recomputes the words of every clip
-    identity=lambda section: ({"speech_front_end": speech.FRONT_END_VERSION}
+    identity=lambda section: ({"speech_front_end": FRONT_END_VERSION}
                               if section.timing == "forced" or section.asr == "pocketsphinx"
                               else {}),
     outputs=(
@@ -243,8 +199,8 @@ def compute(clip: ClipInput, section: Any) -> tuple[dict[str, np.ndarray], list[
     text, source = clip.text, "transcript"
     intervals: np.ndarray | None = None
     if not text.strip() and section.asr != "none":
-        samples = decode_audio(clip.media, speech.SAMPLE_RATE, clip.start, clip.end)
-        heard = speech.recognize(samples, section.asr, section.asr_model, section.language)
+        samples = decode_audio(clip.media, SAMPLE_RATE, clip.start, clip.end)
+        heard = recognize(samples, section.asr, section.asr_model, section.language)
         words, intervals = _recognized_words(heard)
         if not words:
             raise ExtractError(f"empty transcript, and asr:{heard.engine} heard no words")
@@ -254,9 +210,9 @@ def compute(clip: ClipInput, section: Any) -> tuple[dict[str, np.ndarray], list[
     elif text.strip() and section.timing == "forced":
         words = split_words(text)
         try:
-            samples = decode_audio(clip.media, speech.SAMPLE_RATE, clip.start, clip.end)
-            aligned = speech.align(samples, words)
-        except (speech.AlignmentFailed, MediaError) as err:
+            samples = decode_audio(clip.media, SAMPLE_RATE, clip.start, clip.end)
+            aligned = align(samples, words)
+        except (AlignmentFailed, MediaError) as err:
             counts.update(fallback=1, spread=len(words))
             warnings.append(f"{err}; its words are spread over the clip")
         else:

@@ -24,7 +24,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from msaflow.io import atomic_path
+from tasks.io import atomic_path
 
 # mmsdk's featuresetMetadataTemplate (HEAD lists "dimension names" too) plus what deploy adds.
 METADATA_KEYS: tuple[str, ...] = (

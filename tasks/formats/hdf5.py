@@ -1,7 +1,7 @@
 """The HDF5 cache's writer side (docs/contracts.md "cache"): split groups, stats, attributes.
 
 Both ways into the cache write through here: the ``.csd`` path (tasks/cache.py) and sources
-that bring tensors (tasks/sources/mmsa_pkl.py). The reader side is tasks/formats/dataset.py.
+that bring tensors (tasks/sources/mmsa_pkl/cache.py). The reader side is tasks/formats/dataset.py.
 """
 
 from __future__ import annotations

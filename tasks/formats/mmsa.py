@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from msaflow.io import atomic_path
 from tasks.contracts import SIMS_LABEL_COLUMNS
+from tasks.io import atomic_path
 
 LENGTH_KEYS = ("audio_lengths", "vision_lengths")
 TEXT_LENGTHS = "text_lengths"

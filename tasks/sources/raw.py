@@ -1,6 +1,6 @@
 """Source ``raw``: media files + labels, read by a layout and checked the same way for all.
 
-A layout (``tasks/sources/<layout>.py``, ``dataset.layout``) turns a dataset's release into
+A layout (``tasks/sources/layouts/<layout>.py``, ``dataset.layout``) turns a dataset's release into
 candidate rows in manifest columns plus the problems only it can see (encoding, ids). The
 checks every layout shares (split names, labels, duplicates, media files, transcripts) run
 after it here, so a new layout only has to parse; its features come from the media through
@@ -24,8 +24,8 @@ from typing import Any
 
 import pandas as pd
 
-from msaflow.paths import Paths
-from msaflow.schema import Params
+from config.paths import Paths
+from config.schema import Params
 from tasks import sources
 from tasks.contracts import (
     INGEST_ERROR_COLUMNS,
@@ -34,11 +34,12 @@ from tasks.contracts import (
     IngestError,
     Issue,
     cell_text,
-    polarity,
     split_name,
     write_manifest,
     write_report,
 )
+from tasks.metrics import polarity
+from tasks.sources import layouts
 
 
 def decode_lines(raw: bytes, encoding: str) -> tuple[list[str], dict[int, str]]:
@@ -195,7 +196,7 @@ def build_manifest(params: Params, paths: Paths) -> dict[str, Any]:
     # Relative paths (dataset.root, media) are relative to the repo root, i.e. the cwd
     # DVC and the flows run in.
     repo_root = Path.cwd()
-    candidates, issues = sources.layout_of(params.dataset.layout).read(params)
+    candidates, issues = layouts.get(params.dataset.layout).read(params)
     n_rows = len(candidates) + sum(1 for x in issues if x.drop)
     kept, more = check_rows(candidates, params, repo_root)
     issues += more
@@ -235,11 +236,11 @@ def build_manifest(params: Params, paths: Paths) -> dict[str, Any]:
     }
 
 
-sources.register_source(sources.Source(
+sources.register(sources.Source(
     name="raw",
     about="media files + labels in one of the raw layouts (dataset.layout), through the "
     "extractors",
-    manifest=build_manifest,
+    manifest="tasks.sources.raw:build_manifest",
     streams=lambda params: {
         "audio": params.extract.audio.feature_set,
         "vision": params.extract.vision.feature_set,

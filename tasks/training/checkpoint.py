@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from config.paths import Paths
 from models import registry
 from models.base import DataSpec, MSAModel
-from msaflow.io import atomic_path
 from tasks.formats.dataset import H5Dataset, collate
+from tasks.io import atomic_path
 
 FORMAT = 1
 EVAL_BATCH = 64
@@ -49,9 +50,9 @@ def read(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def seed_paths(folder: Path, model_name: str, seeds: list[int]) -> list[Path]:
-    """``folder/seed<k>.ckpt`` for every seed, all present (else the error names them)."""
-    ckpts = [folder / f"seed{s}.ckpt" for s in seeds]
+def seed_paths(paths: Paths, model_name: str, seeds: list[int]) -> list[Path]:
+    """Every seed's checkpoint of ``model_name``, all present (else the error names them)."""
+    ckpts = [paths.checkpoint(model_name, s) for s in seeds]
     missing = [str(p) for p in ckpts if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{model_name}: checkpoint(s) missing {missing}; run `train`")

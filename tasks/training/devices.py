@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from msaflow.errors import ParamsError
+from config.errors import ParamsError
 
 
 def resolve_accelerator(choice: str) -> str:

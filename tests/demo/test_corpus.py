@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from msaflow.schema import DemoParams
+from config.schema import DemoParams
 from tasks.demo import corpus as demo
 from tasks.demo.corpus import LABEL_COLUMNS, TRUTH_COLUMNS, DemoError, generate
 from tasks.demo.face import Pose, make_frames

@@ -39,8 +39,8 @@ def test_errors() -> None:
 
 
 def test_registered_as_the_audio_feature_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    from msaflow.params import load_params
     from tasks.features import egemaps
+    from tasks.params import load_params
 
     params = load_params(overrides={"extract.audio.feature_set": "egemaps"})
     chosen = features.chosen(params.extract, "audio")

@@ -1,4 +1,4 @@
-"""tasks/media.py: probing and decoding tiny real mp4 files written with PyAV."""
+"""tasks/features/media.py: probing and decoding tiny real mp4 files written with PyAV."""
 
 from __future__ import annotations
 

@@ -205,7 +205,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def openface_cfg(exe: Path | str, **changes: object):
-    vision = {"feature_set": "openface", "fps": 6, "max_side": 640, "openface_bin": str(exe)}
+    vision = {"feature_set": "openface", "fps": 6, "openface": {"bin": str(exe)}}
     return make_cfg(vision=vision, **changes)
 
 
@@ -239,8 +239,8 @@ def test_extract_clip_openface(clips: dict[str, Path], tmp_path: Path) -> None:
     fm = make_cfg()
     assert extract.modality_params("vision", fm) == {
         "feature_set": "facemesh", "fps": 6.0, "max_side": 640}
-    fm2 = make_cfg(vision={"feature_set": "facemesh", "fps": 6, "max_side": 640,
-                           "openface_bin": "/x", "openface_timeout": 5})
+    fm2 = make_cfg(vision={"feature_set": "facemesh", "fps": 6, "facemesh": {"max_side": 640},
+                           "openface": {"bin": "/x", "timeout": 5}})
     assert extract.clip_key(clip, "vision", fm) == extract.clip_key(clip, "vision", fm2)
 
 
@@ -304,7 +304,7 @@ def test_run_writes_openface_csd(clips: dict[str, Path], tmp_path: Path) -> None
 
     exe = stand_in(tmp_path)
     params, paths = _stage(tmp_path, clips, ["face", "long"], **{
-        "extract.vision.feature_set": "openface", "extract.vision.openface_bin": str(exe)})
+        "extract.vision.feature_set": "openface", "extract.vision.openface.bin": str(exe)})
     summary = extract.run(params, paths)
     assert summary["computed_vision"] == 2 and summary["failed_clips"] == 0
     assert summary["sequences"]["openface.csd"] == 2
@@ -329,7 +329,7 @@ def test_run_writes_openface_csd(clips: dict[str, Path], tmp_path: Path) -> None
 def test_run_reports_failing_binary_per_clip(clips: dict[str, Path], tmp_path: Path) -> None:
     params, paths = _stage(tmp_path, clips, ["face", "long"], **{
         "extract.vision.feature_set": "openface",
-        "extract.vision.openface_bin": str(stand_in(tmp_path, "fail"))})
+        "extract.vision.openface.bin": str(stand_in(tmp_path, "fail"))})
     with pytest.raises(extract.ExtractionFailed, match=r"2 of 2 clips failed") as info:
         extract.run(params, paths)
     assert "vid$_$0: " in str(info.value) and "exit code 1" in str(info.value)
@@ -347,19 +347,19 @@ def test_missing_binary_fails_the_stage_once(
 
     missing = tmp_path / "OpenFace" / "build" / "bin" / "FeatureExtraction"
     params, paths = _stage(tmp_path, clips, ["face"], **{
-        "extract.vision.feature_set": "openface", "extract.vision.openface_bin": str(missing)})
+        "extract.vision.feature_set": "openface", "extract.vision.openface.bin": str(missing)})
     with pytest.raises(extract.ExtractionFailed) as info:
         extract.run(params, paths, map_fn=no_clip_may_run)
     message = str(info.value)
-    assert message.startswith(f"extract.vision.openface_bin = '{missing}': ")
-    assert "not found" in message and "Fix: set extract.vision.openface_bin" in message
+    assert message.startswith(f"extract.vision.openface.bin = '{missing}': ")
+    assert "not found" in message and "Fix: set extract.vision.openface.bin" in message
     assert not paths.extract_errors.exists()
 
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     on_path = params.model_copy(update={"extract": make_cfg(vision={
-        "feature_set": "openface", "fps": 6, "max_side": 640})})
+        "feature_set": "openface", "fps": 6})})
     with pytest.raises(extract.ExtractionFailed, match=(
-            r"extract\.vision\.openface_bin is empty, so FeatureExtraction was looked for on "
+            r"extract\.vision\.openface\.bin is empty, so FeatureExtraction was looked for on "
             r"PATH and is not there")):
         extract.run(on_path, paths, map_fn=no_clip_may_run)
     # a directory instead of the executable: the message points at the file inside it

@@ -1,4 +1,4 @@
-"""tasks.align against mmsdk's own ``mmdataset.align`` (mean collapse) on generated data."""
+"""tasks.formats.align against mmsdk's own ``mmdataset.align`` (mean collapse), generated data."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""tasks.csd: our .csd writer/reader against the layout and the installed mmsdk."""
+"""tasks.formats.csd: our .csd writer/reader against the layout and the installed mmsdk."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""tasks.dataset: lazy per-process HDF5 reads, masks, normalisation, collate, DataLoader."""
+"""tasks.formats.dataset: lazy per-process HDF5 reads, masks, normalisation, collate, loader."""
 
 from __future__ import annotations
 

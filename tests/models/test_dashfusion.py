@@ -9,20 +9,19 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from config.errors import ParamsError
 from models import registry
 from models.base import DataSpec
-from models.dashfusion import (
-    DashFusion,
-    DashFusionConfig,
+from models.dashfusion.config import DashFusionConfig, preset
+from models.dashfusion.model import DashFusion
+from models.dashfusion.retrieval import (
     build_retrieval_table,
     contrastive_loss,
-    preset,
     reference_pair_count,
-    retrieval_table_loop,
     sample_pairs,
 )
-from msaflow.params import ParamsError
 from tasks.formats.dataset import collate
+from tests.models.oracles import retrieval_table_loop
 
 LT, LA, LV, LW = 12, 10, 6, 6
 DIMS = {"words": 16, "audio": 5, "vision": 7}
@@ -277,11 +276,12 @@ def test_param_groups_and_presets(reg_model: DashFusion) -> None:
     lrs = {g.get("lr") for g in fast.param_groups(1e-3)}
     assert lrs == {None, 1e-3}
     assert preset("MOSEI")["hbf_depth"] == 3 and preset("mosi")["lr"] == 5e-5
-    # DashFusion.presets holds trainer and architecture keys; the trainer splits them.
-    assert DashFusion.presets["mosei"] == preset("mosei")
-    train, arch = registry.split_params(DashFusion.presets["mosei"])
+    # The registered presets hold trainer and architecture keys; the trainer splits them.
+    presets = registry.get("dashfusion").presets
+    assert presets["mosei"] == preset("mosei")
+    train, arch = registry.split_params(presets["mosei"])
     assert arch == {"encoder_layers": 4, "hbf_depth": 3} and train["batch_size"] == 8
-    _, demo_arch = registry.split_params(DashFusion.presets["demo"])
+    _, demo_arch = registry.split_params(presets["demo"])
     assert registry.build_config("dashfusion", demo_arch).head_lr == 5e-4
     with pytest.raises(ParamsError, match="no preset"):
         preset("nope")
@@ -295,8 +295,8 @@ def test_trains_when_the_last_batch_has_one_sample(n_train: int, tmp_path, one_t
     retrieval table is still built over every row, by its own ordered loader."""
     from pathlib import Path
 
-    from msaflow.params import load_params
-    from msaflow.paths import Paths
+    from config.paths import Paths
+    from tasks.params import load_params
     from tasks.train import train_model
     from tests.synthetic import make_h5
 

@@ -6,12 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.deform import (
-    HAS_TORCHVISION,
-    ModulatedDeformConv2d,
-    modulated_deform_conv2d,
-    modulated_deform_conv2d_loop,
-)
+from models.deform import HAS_TORCHVISION, ModulatedDeformConv2d, modulated_deform_conv2d
+from tests.models.oracles import modulated_deform_conv2d_loop
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from models.base import DataSpec
-from models.fasca_net import FascaNet, FascaNetConfig, preset, resample_to
+from models.fasca_net.config import FascaNetConfig, preset
+from models.fasca_net.model import FascaNet, resample_to
 from models.registry import build, build_config, split_params
 
 DIMS = {"words": 16, "audio": 6, "vision": 5}

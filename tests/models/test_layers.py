@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.layers import attend, reference_attend
+from models.layers import attend
+from tests.models.oracles import reference_attend
 
 
 def _heads(b: int, h: int, n: int, s: int, d: int, seed: int = 0):

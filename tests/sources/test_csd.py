@@ -10,19 +10,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from msaflow.params import ParamsError, load_params
-from msaflow.paths import Paths
-from msaflow.schema import Params
+from config.errors import ParamsError
+from config.paths import Paths
+from config.schema import Params
 from tasks import contracts
 from tasks.cache import build_cache
 from tasks.contracts import EXTRACT_ERROR_COLUMNS, ExtractionFailed, IngestError, SourceError
 from tasks.extract import run as extract_run
 from tasks.formats.csd import read_csd, write_csd
 from tasks.ingest import build_manifest
-from tasks.sources import csd as sources
+from tasks.params import load_params
+from tasks.sources.csd import extract as csd_extract
+from tasks.sources.csd import manifest as csd_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
-FOLDS = sources.standard_folds("mosi")
+FOLDS = csd_manifest.standard_folds("mosi")
 # One real MOSI video id from each standard fold, so the installed mmsdk folds split them.
 VIDEOS = [next(v for v, s in FOLDS.items() if s == split) for split in ("train", "valid", "test")]
 SEGMENTS = [(0.5, 3.0), (3.5, 6.5), (7.0, 9.5)]
@@ -219,10 +221,10 @@ def test_bad_labels_and_times_are_dropped(tmp_path: Path) -> None:
 
 def test_seeded_folds_and_params() -> None:
     videos = [f"v{i}" for i in range(10)]
-    a = sources.seeded_folds(videos, (0.7, 0.1, 0.2), seed=3)
-    assert a == sources.seeded_folds(list(reversed(videos)), (0.7, 0.1, 0.2), seed=3)
+    a = csd_manifest.seeded_folds(videos, (0.7, 0.1, 0.2), seed=3)
+    assert a == csd_manifest.seeded_folds(list(reversed(videos)), (0.7, 0.1, 0.2), seed=3)
     assert sorted(a.values()).count("train") == 7 and list(a.values()).count("test") == 2
-    assert len(sources.standard_folds("mosei")) > 3000
+    assert len(csd_manifest.standard_folds("mosei")) > 3000
     with pytest.raises(ParamsError, match="dataset.csd.audio_name"):
         _params(Path("x"), **{"dataset.csd.audio_name": "tokens"})
     with pytest.raises(ParamsError, match="dataset.csd.folds"):
@@ -232,7 +234,7 @@ def test_seeded_folds_and_params() -> None:
 def test_segment_rows_clip_and_points() -> None:
     iv = np.array([[0.0, 1.0], [1.0, 2.0], [2.5, 2.5], [3.0, 4.0]])
     feats = np.arange(4)[:, None]
-    f, out = sources.segment_rows(feats, iv, 0.5, 2.5)
+    f, out = csd_manifest.segment_rows(feats, iv, 0.5, 2.5)
     assert f.ravel().tolist() == [0, 1, 2]
     assert out.tolist() == [[0.0, 0.5], [0.5, 1.5], [2.0, 2.0]]
 
@@ -256,7 +258,7 @@ def test_read_clips_holds_arrays_grouped_by_video(tmp_path: Path) -> None:
     manifest = pd.DataFrame(rows, columns=["clip_id", "video_id", "start", "end"])
     manifest.insert(2, "media", "")
     manifest.to_csv(tmp_path / "manifest.csv", index=False)
-    clips = sources.read_clips(tmp_path / "manifest.csv", chunk_rows=64)
+    clips = csd_extract.read_clips(tmp_path / "manifest.csv", chunk_rows=64)
     assert len(clips) == 700 and clips.videos == tuple(f"v{i}" for i in range(7))
     assert {a.dtype.kind for a in (clips.ids, clips.starts, clips.ends)} == {"S", "f"}
     assert clips.ids.nbytes + clips.starts.nbytes + clips.ends.nbytes <= 40 * len(clips)
@@ -266,7 +268,7 @@ def test_read_clips_holds_arrays_grouped_by_video(tmp_path: Path) -> None:
     manifest.loc[5, "clip_id"] = manifest.loc[3, "clip_id"]
     manifest.to_csv(tmp_path / "manifest.csv", index=False)
     with pytest.raises(ValueError, match=r"duplicate clip_id 'v3\$_\$0'"):
-        sources.read_clips(tmp_path / "manifest.csv", chunk_rows=64)
+        csd_extract.read_clips(tmp_path / "manifest.csv", chunk_rows=64)
 
 
 def test_report_rows_go_to_disk_as_they_come(tmp_path: Path) -> None:
@@ -275,7 +277,7 @@ def test_report_rows_go_to_disk_as_they_come(tmp_path: Path) -> None:
     path = tmp_path / "errors.csv"
     expected = []
     with contracts.report_rows(path, list(EXTRACT_ERROR_COLUMNS)) as rows:
-        report = sources.Report(rows, n_clips=3000)
+        report = csd_extract.Report(rows, n_clips=3000)
         for i in range(3000):
             if i % 3:
                 report.warning(f"v$_${i}", "audio", f"{i} non-finite, \"quoted\"")

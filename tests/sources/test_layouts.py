@@ -14,15 +14,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from msaflow.params import ParamsError, load_params
-from msaflow.paths import Paths
-from msaflow.schema import Params
+from config.errors import ParamsError
+from config.paths import Paths
+from config.schema import Params
 from tasks import sources
 from tasks.contracts import MANIFEST_COLUMNS, IngestError
 from tasks.ingest import build_manifest
-from tasks.sources.folder import folder_splits
-from tasks.sources.iemocap import IEMOCAP_4CLASS, IEMOCAP_6CLASS, VAD_COLUMNS
-from tasks.sources.meld import MELD_EMOTIONS, MELD_SENTIMENTS
+from tasks.params import load_params
+from tasks.sources.layouts.folder import folder_splits
+from tasks.sources.layouts.iemocap import IEMOCAP_4CLASS, IEMOCAP_6CLASS, VAD_COLUMNS
+from tasks.sources.layouts.meld import MELD_EMOTIONS, MELD_SENTIMENTS
 from tests.features.test_media import make_mp4
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,14 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from msaflow.errors import ParamsError
-from msaflow.model_params import resolve_model, variant_note
-from msaflow.params import load_params
-from msaflow.paths import Paths
+from config.errors import ParamsError
+from config.paths import Paths
 from tasks import cache, extract, ingest
 from tasks.contracts import MANIFEST_COLUMNS
 from tasks.formats.dataset import H5Dataset, read_spec
+from tasks.params import load_params
 from tasks.sources.mmsa_pkl import PickleFormatError
+from tasks.training.settings import resolve_model, variant_note
 
 PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 SIZES = {"train": 6, "valid": 2, "test": 2}

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from msaflow.params import ParamsError, load_params
-from msaflow.paths import Paths
+from config.errors import ParamsError
+from config.paths import Paths
 from tasks.evaluate import evaluate_model
 from tasks.formats.dataset import H5Dataset
+from tasks.params import load_params
 from tasks.train import train_model
 from tasks.training.checkpoint import forward, load
 from tasks.training.devices import trainer_scale

@@ -1,0 +1,7 @@
+"""`python -m msaflow` = the `msaflow` command."""
+
+import sys
+
+from msaflow.cli import main
+
+sys.exit(main())

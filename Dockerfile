@@ -41,10 +41,12 @@ RUN --mount=type=secret,id=pip_cert \
         ${TORCH_FIND_LINKS:+--find-links "$TORCH_FIND_LINKS"} "$(grep '^torch==' constraints.txt)"
 
 COPY pyproject.toml README.md ./
-COPY msaflow ./msaflow
-COPY flows ./flows
-COPY tasks ./tasks
+COPY config ./config
 COPY models ./models
+COPY tasks ./tasks
+COPY runtime ./runtime
+COPY flows ./flows
+COPY msaflow ./msaflow
 RUN --mount=type=secret,id=pip_cert \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
  && PYTHONWARNINGS="ignore:Editable installation" pip install -c constraints.txt -e ".[dev]"

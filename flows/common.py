@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,34 @@ def quiet_terminal() -> None:
                 handler.addFilter(kind())
 
 
+_FORK_GUARD: list[bool] = []
+
+
+def _forget_prefect_exit_hooks() -> None:
+    """In a forked child: drop the thread-exit hooks of Prefect's background services.
+
+    Prefect resets its services in a forked child but leaves their hooks in the threading
+    module's exit list; at the child's exit they run against services that do not exist
+    there and fail, so a process forked after a flow ran (a DataLoader worker of the train
+    stage, ``train.num_workers`` > 0) exits with status 1 and its parent stops."""
+    hooks = getattr(threading, "_threading_atexits", None)
+    if hooks:
+        hooks[:] = [h for h in hooks if not type(getattr(getattr(h, "func", h), "__self__", None))
+                    .__module__.startswith("prefect.")]
+
+
+def guard_forks() -> None:
+    """Register :func:`_forget_prefect_exit_hooks` for forked children (once a process)."""
+    if not _FORK_GUARD and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_forget_prefect_exit_hooks)
+        _FORK_GUARD.append(True)
+
+
 def load(
     params_path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None
 ) -> tuple[Params, Paths]:
     """Validated params (params.yaml, then ``-S``-style ``overrides``) and their paths."""
+    guard_forks()
     params = load_params(params_path, overrides)
     return params, Paths.from_params(params)
 

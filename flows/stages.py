@@ -17,7 +17,6 @@ from typing import Any
 from prefect import Flow, flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows import extract
 from flows.common import load, publish_artifacts, summary_markdown
 from tasks import stages
 
@@ -27,7 +26,11 @@ def _work(stage: stages.Stage, params_path: str, overrides: dict | None,
     """Load params, run the work function as a task, publish what it returns."""
     params, paths = load(params_path, overrides)
     args: tuple[Any, ...] = (params, paths) if model is None else (params, paths, model)
-    kwargs = {"map_fn": extract.clip_mapper(params, paths)} if stage.per_clip else {}
+    kwargs = {}
+    if stage.per_clip:
+        from flows.extract import clip_mapper
+
+        kwargs["map_fn"] = clip_mapper(params, paths)
     work = task(stage.function(), name=stage.name, cache_policy=NO_CACHE)
     start = time.perf_counter()
     summary = dict(work(*args, **kwargs) or {})
@@ -66,8 +69,10 @@ def run_stage(name: str, params_path: str = "params.yaml", overrides: dict | Non
     stage = stages.get(name)
     chosen = stage_flow(name)
     if stage.per_clip:  # the clips fan out on the runner params name
+        from flows.extract import task_runner
+
         params, _ = load(params_path, overrides)
-        chosen = chosen.with_options(task_runner=extract.task_runner(params.extract))
+        chosen = chosen.with_options(task_runner=task_runner(params.extract))
     if stage.per_model:
         if model is None:
             raise ValueError(f"stage {name!r} runs once per model: name the model")

@@ -151,10 +151,32 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `msaflow` console command."""
     try:
-        return _main(argv)
+        code = _main(argv)
     except KeyboardInterrupt:  # Ctrl-C outside a dvc run (which handles its own): no traceback
         print("\nmsaflow: interrupted", file=sys.stderr)
-        return 130
+        code = 130
+    if argv is None:  # the console command, not a call from Python
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """End the command once its work is done and reported: Prefect's queued logs and events
+    sent, the terminal flushed, then ``os._exit``. The interpreter's own teardown (torch,
+    MediaPipe, the models' memory) takes 1-2 s and does nothing a finished command needs;
+    every output was already written whole (atomically) and every file closed."""
+    if "prefect" in sys.modules:
+        import contextlib
+
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        for worker in (APILogWorker, EventsWorker):
+            with contextlib.suppress(Exception):
+                worker.drain_all(timeout=10)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _prefect_api() -> Callable[[], None]:
@@ -222,7 +244,9 @@ def _run(args: argparse.Namespace, over: dict[str, Any] | None) -> int:
         return 0
     if name == "predict":
         from flows.predict import predict_flow
+        from tasks.predict import preload
 
+        preload(_load(args, over))  # the extractors' libraries, while the server starts
         ready()
         result = predict_flow(
             args.model, args.videos, checkpoint=args.checkpoint, text=args.text,

@@ -18,11 +18,12 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
-
-import pandas as pd
+from typing import IO, TYPE_CHECKING, Any
 
 from tasks.io import atomic_path
+
+if TYPE_CHECKING:  # pandas is imported where a frame is made: validating params needs none
+    import pandas as pd
 
 # --------------------------------------------------------------------------- splits, classes
 
@@ -119,6 +120,8 @@ def manifest_chunks(
     this keeps a stage's memory independent of the dataset). ``required`` columns are
     checked first; ``usecols`` keeps only the named columns that exist.
     """
+    import pandas as pd
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: manifest not found (run the `ingest` stage first)")
@@ -138,6 +141,8 @@ def read_manifest(
     Cells are text (empty = not given); with ``labels`` the ``label`` column is float
     (NaN = unknown) and ``label_class`` an int, as the cache stage writes them.
     """
+    import pandas as pd
+
     path = Path(path)
     frame = pd.concat(list(manifest_chunks(path, required=required)), ignore_index=True)
     if frame["clip_id"].duplicated().any():
@@ -200,6 +205,8 @@ class Issue:
 def write_report(path: str | Path, rows: Iterable[dict[str, Any]],
                  columns: Sequence[str]) -> pd.DataFrame:
     """Write an error report (header only when there is no row) atomically; the frame."""
+    import pandas as pd
+
     frame = pd.DataFrame(list(rows), columns=list(columns))
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, encoding="utf-8", lineterminator="\n")
@@ -215,6 +222,8 @@ class ReportRows:
 
     def __init__(self, file: IO[str], columns: list[str], to_csv: dict[str, Any],
                  batch: int = 1024) -> None:
+        import pandas as pd
+
         self._file, self.columns, self._to_csv, self.batch = file, columns, to_csv, batch
         self._rows: list[dict[str, Any]] = []
         self.count = 0
@@ -234,6 +243,8 @@ class ReportRows:
 
     def flush(self) -> None:
         """Write the queued rows."""
+        import pandas as pd
+
         if self._rows:
             frame = pd.DataFrame(self._rows, columns=self.columns)
             frame.to_csv(self._file, index=False, header=False, **self._to_csv)

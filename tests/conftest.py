@@ -29,9 +29,19 @@ atexit.register(server.stop)  # also when no test ran (--collect-only, an interr
 
 @pytest.fixture(scope="session", autouse=True)
 def _shared_prefect_server():
-    """Every test runs with the session's server answering; it stops after the last one."""
+    """Every test runs with the session's server answering; it stops after the last one.
+    Flows run in this process, so a process forked from it (a DataLoader worker) must
+    forget Prefect's exit hooks, as the stages' processes do (flows.common.guard_forks)."""
+    from flows.common import guard_forks
+
+    guard_forks()
     server.wait(_SERVER)
     yield _SERVER
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):  # what this process still has to send
+        worker.drain_all(timeout=10)
     server.stop()
 
 

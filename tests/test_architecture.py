@@ -353,7 +353,7 @@ def test_a_new_feature_set_with_settings_is_one_file_and_one_line(
     from tasks.contracts import write_manifest
     from tasks.formats.csd import read_csd
     from tasks.params import load_params
-    from tests.features.test_media import make_mp4
+    from tests.tasks.features.test_media import make_mp4
 
     (tmp_path / "my_rms.py").write_text(PLUGIN)  # the new file ...
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -27,8 +27,8 @@ import pytest
 from tasks.sources.mmsa_pkl.reader import load_pickle
 from tests.e2e import BIN, ROOT, TinyDemo, clone, commands
 from tests.e2e import run as _run
-from tests.features.test_media import make_mp4
-from tests.sources.test_layouts import _make_meld, _meld_rows
+from tests.tasks.features.test_media import make_mp4
+from tests.tasks.sources.test_layouts import _make_meld, _meld_rows
 
 # README commands run by other tests (or by CI itself), and where.
 ELSEWHERE = {

@@ -11,7 +11,9 @@ declaring what the extract stage needs to run it without knowing its name:
 - ``outputs``: the ``.csd`` files it writes (by default one, named after the set), each with
   a description and its dimension names;
 - optionally ``identity(section)``: more cache-key inputs (an external binary's identity),
-  ``prepare(section)``: a check run once before any clip (the binary is installed), and
+  ``prepare(section)``: a check run once before any clip (the binary is installed),
+  ``warm(section)``: import its libraries and load its models ahead of the first clip
+  (``predict`` does it while its Prefect server starts), and
   ``counters``: names of per-clip counts it keeps (an int array ``counters`` in its arrays),
   which the stage sums into the ``.csd`` metadata and its summary.
 
@@ -83,6 +85,7 @@ class FeatureSet:
     counters: tuple[str, ...] = ()
     about: str = ""
     params: type | None = None  # pydantic model of extract.<modality>.<name>
+    warm: Callable[[Any], None] | None = None
 
     def key_params(self, section: Any) -> dict[str, Any]:
         """The params that change this set's output: they go into every clip's cache key
@@ -113,6 +116,7 @@ def register(
     prepare: Callable[[Any], None] | None = None,
     counters: tuple[str, ...] = (),
     params: type | None = None,
+    warm: Callable[[Any], None] | None = None,
 ):
     """Decorator of a compute function ``(clip, section) -> (arrays, warnings)``.
 
@@ -135,6 +139,7 @@ def register(
             counters=counters,
             about=description,
             params=params,
+            warm=warm,
         ))
         return compute
 

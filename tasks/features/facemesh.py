@@ -300,6 +300,11 @@ def extract_vision(
     return features, intervals, list(DIM_NAMES), warnings
 
 
+def _warm(section: Any) -> None:
+    """MediaPipe's Face Mesh solution, imported now (about a second)."""
+    import mediapipe.python.solutions.face_mesh  # noqa: F401
+
+
 class FacemeshParams(BaseModel):
     """``extract.vision.facemesh``: this feature set's own settings."""
 
@@ -315,6 +320,7 @@ class FacemeshParams(BaseModel):
     description="MediaPipe Face Mesh: face flag, normalised landmark subset, expression",
     dims=lambda section, width: list(DIM_NAMES),
     params=FacemeshParams,
+    warm=_warm,
 )
 def compute(clip: ClipInput, section: Any) -> tuple[dict[str, np.ndarray], list[str]]:
     """One clip's rows at ``extract.vision.fps``, frames scaled to ``facemesh.max_side``."""

@@ -89,6 +89,11 @@ def extract_audio(
     return features, np.stack([starts, ends], axis=1), list(DIM_NAMES)
 
 
+def _warm(section: Any) -> None:
+    """librosa's feature modules (scipy.signal, numba) are imported on first use: now."""
+    import librosa.feature.spectral  # noqa: F401
+
+
 @register(
     "librosa",
     modality="audio",
@@ -98,6 +103,7 @@ def extract_audio(
     # computed with one BLAS thread (tasks.extract.single_threaded): features from before,
     # with the machine's default thread count, differ in the last bits and are recomputed
     identity=lambda section: {"blas_threads": 1},
+    warm=_warm,
 )
 def compute(clip: ClipInput, section: Any) -> tuple[dict[str, np.ndarray], list[str]]:
     """One clip's rows at ``extract.audio.hop_seconds`` from its mono audio."""

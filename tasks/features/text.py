@@ -167,6 +167,13 @@ def _timing_description(section: Any) -> str:
             "alignment failed is spread over its duration (extract_errors.csv)")
 
 
+def _warm(section: Any) -> None:
+    """The tokenizer and the frozen encoder (transformers' model code is seconds to import)."""
+    load_tokenizer(section.tokenizer)
+    load_tokenizer(section.encoder)
+    frozen_encoder(section.encoder)
+
+
 @register(
     "text",
     modality="text",
@@ -190,6 +197,7 @@ def _timing_description(section: Any) -> str:
                "tokenizer ids of the whole transcript incl. special tokens, not truncated",
                lambda section, width: ["token_id"], _tokens),
     ),
+    warm=_warm,
 )
 def compute(clip: ClipInput, section: Any) -> tuple[dict[str, np.ndarray], list[str]]:
     """One clip's transcript (or what recognition heard) as words with times, their

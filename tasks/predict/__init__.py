@@ -25,14 +25,14 @@ import torch
 
 from config.paths import Paths
 from config.schema import Params
-from tasks import extract
+from tasks import extract, features
 from tasks.cache import prepare
 from tasks.features import MODALITIES
 from tasks.formats.dataset import H5Dataset
 from tasks.formats.hdf5 import NORM_STREAMS, SplitWriter
 from tasks.io import write_json_atomic
 from tasks.metrics import polarity
-from tasks.predict.features import drop_absent, featurize
+from tasks.predict.inputs import drop_absent, featurize
 from tasks.predict.model import (
     Ensemble,
     PredictError,
@@ -52,6 +52,15 @@ ALIGNED_NO_WORDS = (
     "without words the model saw no audio or vision either"
 )
 
+
+
+def preload(params: Params) -> None:
+    """Import what scoring needs and load the extractors' models now (each feature set's
+    ``warm``), e.g. while the Prefect server the command reports to starts."""
+    for modality in MODALITIES:
+        chosen = features.chosen(params.extract, modality)
+        if chosen.warm is not None:
+            chosen.warm(features.section(params.extract, modality))
 
 
 def _entry(video: str, ens: Ensemble) -> dict[str, Any]:

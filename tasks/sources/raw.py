@@ -20,9 +20,7 @@ import io
 import math
 from collections import Counter
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from config.paths import Paths
 from config.schema import Params
@@ -40,6 +38,9 @@ from tasks.contracts import (
 )
 from tasks.metrics import polarity
 from tasks.sources import layouts
+
+if TYPE_CHECKING:  # pandas is imported where a frame is made: validating params needs none
+    import pandas as pd
 
 
 def decode_lines(raw: bytes, encoding: str) -> tuple[list[str], dict[int, str]]:
@@ -111,6 +112,8 @@ def check_rows(
     among these names; an annotation outside them drops the row) and ``label_optional``
     (a missing label is kept as NaN instead of dropping the row).
     """
+    import pandas as pd
+
     source = frame.attrs.get("source", str(params.dataset.root))
     classes: tuple[str, ...] | None = frame.attrs.get("classes")
     label_optional = bool(frame.attrs.get("label_optional", False))

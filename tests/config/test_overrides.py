@@ -17,7 +17,7 @@ import pytest
 from config.errors import ParamsError
 from config.overrides import describe, parse_assignments
 from msaflow.cli import main as cli_main
-from tests.sources.test_mmsa_pkl import make_pickle
+from tests.tasks.sources.test_mmsa_pkl import make_pickle
 
 ROOT = Path(__file__).resolve().parents[2]
 MSAFLOW = Path(sys.executable).parent / "msaflow"

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from config.schema import Params
 from tasks.contracts import MANIFEST_COLUMNS, IngestError, Issue, cell_text
 from tasks.sources.layouts import register
 from tasks.sources.raw import encoding_issues, float_or_nan, read_csv_lines
+
+if TYPE_CHECKING:  # pandas is imported where a frame is made: validating params needs none
+    import pandas as pd
 
 FOLDER_CSV = "clips.csv"
 FOLDER_REQUIRED: tuple[str, ...] = ("clip_id", "path")
@@ -34,6 +36,8 @@ def folder_splits(clip_ids: list[str], seed: int) -> dict[str, str]:
 @register("folder", about="your own media: clips.csv (clip_id, path[, text, label, split, ...])")
 def read_folder(params: Params) -> tuple[pd.DataFrame, list[Issue]]:
     """Own media: ``clips.csv`` (clip_id, path[, text, label, split, ...]) in dataset.root."""
+    import pandas as pd
+
     root = Path(params.dataset.root)
     # dataset.root may name the CSV itself; media paths are relative to its folder.
     path = root if root.suffix.lower() == ".csv" else root / FOLDER_CSV

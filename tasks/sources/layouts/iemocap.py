@@ -5,15 +5,16 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from config.schema import Params
 from tasks import contracts
 from tasks.contracts import MANIFEST_COLUMNS, IngestError, Issue
 from tasks.sources.layouts import register
 from tasks.sources.raw import decode_lines, encoding_issues
+
+if TYPE_CHECKING:  # pandas is imported where a frame is made: validating params needs none
+    import pandas as pd
 
 IEMOCAP_4CLASS: tuple[str, ...] = ("neutral", "happy", "angry", "sad")
 IEMOCAP_6CLASS: tuple[str, ...] = ("neutral", "happy", "sad", "angry", "excited", "frustrated")
@@ -78,6 +79,8 @@ def iemocap_classes(params: Params) -> tuple[str, ...]:
         targets=("4class", "6class"), scored=(), classes=iemocap_classes)
 def read_iemocap(params: Params) -> tuple[pd.DataFrame, list[Issue]]:
     """IEMOCAP: EmoEvaluation labels + transcriptions; the dialog .avi cut by turn times."""
+    import pandas as pd
+
     root = Path(params.dataset.root)
     setup = iemocap_setup(params)
     mapping = IEMOCAP_MAPS[setup]

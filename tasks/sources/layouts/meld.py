@@ -5,15 +5,16 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from config.schema import Params
 from tasks import contracts
 from tasks.contracts import MANIFEST_COLUMNS, IngestError, Issue, cell_text
 from tasks.sources.layouts import register
 from tasks.sources.raw import encoding_issues, read_csv_lines
+
+if TYPE_CHECKING:  # pandas is imported where a frame is made: validating params needs none
+    import pandas as pd
 
 MELD_EMOTIONS: tuple[str, ...] = (
     "anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"
@@ -65,6 +66,8 @@ def meld_classes(params: Params) -> tuple[str, ...]:
         targets=("emotion", "sentiment"), scored=("auto", "sentiment"), classes=meld_classes)
 def read_meld(params: Params) -> tuple[pd.DataFrame, list[Issue]]:
     """MELD: ``{train,dev,test}_sent_emo.csv`` + ``dia{D}_utt{U}.mp4`` per split folder."""
+    import pandas as pd
+
     root = Path(params.dataset.root)
     classes = meld_classes(params)
     by_emotion = classes is MELD_EMOTIONS

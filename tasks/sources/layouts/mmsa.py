@@ -7,15 +7,16 @@ import csv
 import io
 import math
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from config.schema import Params
 from tasks import contracts
 from tasks.contracts import MANIFEST_COLUMNS, SIMS_LABEL_COLUMNS, IngestError, Issue
 from tasks.sources.layouts import register
 from tasks.sources.raw import decode_lines, float_or_nan
+
+if TYPE_CHECKING:  # pandas is imported where a frame is made: validating params needs none
+    import pandas as pd
 
 LABEL_FILE = "label.csv"
 MMSA_COLUMNS: tuple[str, ...] = ("video_id", "clip_id", "text", "label", "annotation", "mode")
@@ -24,6 +25,8 @@ MMSA_COLUMNS: tuple[str, ...] = ("video_id", "clip_id", "text", "label", "annota
 @register("mmsa", about="MMSA raw clips: Raw/<video_id>/<clip_id>.mp4 + label.csv")
 def read_mmsa(params: Params) -> tuple[pd.DataFrame, list[Issue]]:
     """MMSA raw layout: ``label.csv`` + ``Raw/<video_id>/<clip_id>.mp4`` → candidate rows."""
+    import pandas as pd
+
     root = Path(params.dataset.root)
     label_csv = root / LABEL_FILE
     if not label_csv.is_file():

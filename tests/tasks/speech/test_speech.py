@@ -20,7 +20,7 @@ from tasks.speech import alignment as speech
 from tasks.speech.recognition import recognize
 from tasks.speech.words import split_words, spread_by_length
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SENTENCES = [
     "Honestly, the acting in this film was really wonderful.",
     "I thought the soundtrack was dull and the ending was weak.",

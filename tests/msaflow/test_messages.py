@@ -15,7 +15,7 @@ from config.errors import ParamsError
 from flows.common import CompletedTaskFilter, HandledErrorFilter, handled
 from tasks.sources.mmsa_pkl import PickleFormatError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _record(exc: BaseException | None) -> logging.LogRecord:

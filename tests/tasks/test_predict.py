@@ -23,14 +23,14 @@ from tasks.formats.dataset import H5Dataset, collate
 from tasks.metrics import polarity
 from tasks.params import load_params
 from tasks.predict import PredictError, predict_videos
-from tasks.predict.features import NO_TRANSCRIPT
+from tasks.predict.inputs import NO_TRANSCRIPT
 from tasks.robustness import Condition, corrupt
 from tasks.train import train_model
 from tasks.training.checkpoint import forward as evaluate_predict
 from tasks.training.checkpoint import load as load_checkpoint
-from tests.features.test_media import make_mp4
+from tests.tasks.features.test_media import make_mp4
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TEXTS = [
     "I love this movie",
     "this is terrible and boring",

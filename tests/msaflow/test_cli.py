@@ -10,7 +10,7 @@ from config.paths import Paths
 from msaflow.cli import build_parser, main
 from tasks.params import load_params
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _outs(stage: dict) -> set[str]:

@@ -19,7 +19,7 @@ from tasks.training.checkpoint import forward, load
 from tasks.training.devices import trainer_scale
 from tests.synthetic import make_h5
 
-PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+PARAMS = Path(__file__).resolve().parents[3] / "params.yaml"
 MODEL = "late_fusion"
 
 

@@ -19,7 +19,7 @@ from tasks.formats.csd import read_csd, write_csd
 from tasks.formats.dataset import H5Dataset, collate, read_spec
 from tasks.params import load_params
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DIMS = {"words": 8, "audio": 5, "vision": 4}
 SPLIT_OF = ["train"] * 6 + ["valid"] * 3 + ["test"] * 3
 

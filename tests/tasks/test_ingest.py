@@ -20,7 +20,7 @@ from tasks.ingest import build_manifest
 from tasks.params import load_params
 from tasks.sources import layouts
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HEADER = ["video_id", "clip_id", "text", "label", "annotation", "mode"]
 
 

@@ -17,8 +17,8 @@ from tasks.features import openface
 from tasks.features.facemesh import NO_FACE_WARNING
 from tasks.features.openface import OpenFaceError, parse_csv, run_feature_extraction
 from tasks.formats.csd import read_csd
-from tests.features.test_media import make_mp4
-from tests.test_extract import _stage, make_cfg, row
+from tests.tasks.features.test_media import make_mp4
+from tests.tasks.test_extract import _stage, make_cfg, row
 
 HEADER = list(openface.META_COLUMNS) + list(openface.FEATURES)
 
@@ -129,7 +129,7 @@ def test_runner_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
 # --- the extract stage's openface feature set, with a stand-in FeatureExtraction ---------
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DARK = 55  # the stand-in "finds no face" in frames darker than this
 
 # Behaves like OpenFace 2 at its interface: the same arguments, one row per video frame
@@ -143,7 +143,7 @@ from pathlib import Path
 import av
 
 sys.path.insert(0, {root!r})
-from tests.features.test_openface import write_csv
+from tests.tasks.features.test_openface import write_csv
 
 args = sys.argv[1:]
 if {mode!r} == "fail":

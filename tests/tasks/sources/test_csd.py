@@ -23,7 +23,7 @@ from tasks.params import load_params
 from tasks.sources.csd import extract as csd_extract
 from tasks.sources.csd import manifest as csd_manifest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FOLDS = csd_manifest.standard_folds("mosi")
 # One real MOSI video id from each standard fold, so the installed mmsdk folds split them.
 VIDEOS = [next(v for v, s in FOLDS.items() if s == split) for split in ("train", "valid", "test")]

@@ -22,7 +22,7 @@ from tasks.params import load_params
 from tasks.sources.mmsa_pkl import PickleFormatError
 from tasks.training.settings import resolve_model, variant_note
 
-PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+PARAMS = Path(__file__).resolve().parents[3] / "params.yaml"
 SIZES = {"train": 6, "valid": 2, "test": 2}
 # MOSI unaligned: text 50 x 768, audio 375 x 5 (COVAREP subset), vision 500 x 20 (FACET)
 MOSI = {"text": 50, "audio": (375, 5), "vision": (500, 20)}

@@ -24,9 +24,9 @@ from tasks.params import load_params
 from tasks.sources.layouts.folder import folder_splits
 from tasks.sources.layouts.iemocap import IEMOCAP_4CLASS, IEMOCAP_6CLASS, VAD_COLUMNS
 from tasks.sources.layouts.meld import MELD_EMOTIONS, MELD_SENTIMENTS
-from tests.features.test_media import make_mp4
+from tests.tasks.features.test_media import make_mp4
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 MELD_HEADER = [
     "Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID",
     "Season", "Episode", "StartTime", "EndTime",

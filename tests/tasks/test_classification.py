@@ -18,7 +18,7 @@ from tasks.train import train_model
 from tasks.training.checkpoint import load as load_checkpoint
 from tests.synthetic import make_h5
 
-PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 MODEL = "late_fusion"
 CLASSES = [f"class{c}" for c in range(4)]
 

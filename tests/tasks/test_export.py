@@ -25,7 +25,7 @@ from tasks.params import load_params
 from tasks.sources.mmsa_pkl.reader import load_pickle
 from tests.synthetic import make_h5
 
-PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 # What MMSA's MMDataset reads from a split, and what it needs them to be.
 MMSA_KEYS = ("id", "raw_text", "text", "text_bert", "audio", "vision", "audio_lengths",
              "vision_lengths", "regression_labels", "classification_labels", "annotations")

@@ -16,7 +16,7 @@ import pytest
 
 from runtime import server
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MSAFLOW = Path(sys.executable).parent / "msaflow"
 
 

@@ -16,7 +16,7 @@ from tasks import retrain
 from tasks.io import write_json_atomic
 from tasks.params import load_params
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PARAMS = REPO / "params.yaml"
 MODEL = "unimodal_text"
 

@@ -17,7 +17,7 @@ from tasks.report import robustness_table, summary_markdown
 from tasks.robustness import Condition, conditions, corrupt, evaluate_robustness
 from tasks.train import train_model
 from tasks.training import checkpoint
-from tests.test_train import PARAMS, make_setup
+from tests.tasks.test_train import PARAMS, make_setup
 
 UNK = 100
 SMALL = {"robustness.rates": [0.0, 0.5, 0.9], "robustness.levels": [0.0, 0.5],

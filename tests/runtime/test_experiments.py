@@ -128,7 +128,7 @@ def test_ctrl_c_ends_dvc_and_the_stage_and_the_rerun_works(tmp_path: Path, how: 
     _git(tmp_path, "init", "-q")
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
            "PREFECT_API_URL": "http://127.0.0.1:9/api",  # no server is started for a plain stage
-           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     subprocess.run([str(bin_dir / "dvc"), "init", "-q"], cwd=tmp_path, env=env, check=True)
     (tmp_path / "sleeper.py").write_text(SLEEPER)
     (tmp_path / "dvc.yaml").write_text(

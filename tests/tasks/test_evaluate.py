@@ -12,7 +12,7 @@ import torch
 from tasks.evaluate import evaluate_model
 from tasks.report import summary_markdown
 from tasks.train import train_model
-from tests.test_train import make_setup
+from tests.tasks.test_train import make_setup
 
 N_VALID = N_TEST = 16  # make_setup's cache: 48 train / 16 valid / 16 test clips
 

@@ -21,7 +21,7 @@ from tasks.training.checkpoint import load as load_checkpoint
 from tasks.training.module import warmup_linear_decay
 from tests.synthetic import make_h5
 
-PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 MODEL = "unimodal_text"
 
 

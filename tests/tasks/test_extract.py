@@ -22,9 +22,9 @@ from tasks.features.text import extract_text
 from tasks.formats.csd import decode_words, read_csd
 from tasks.params import load_params
 from tasks.speech.words import spread_by_length
-from tests.features.test_media import make_mp4
+from tests.tasks.features.test_media import make_mp4
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SENTENCE = "I really love this movie, it's great!"
 
 
@@ -37,7 +37,7 @@ def make_cfg(**changes: object) -> ExtractParams:
         "audio": {"feature_set": "librosa", "sample_rate": 16000, "hop_seconds": 0.04},
         "vision": {"feature_set": "facemesh", "fps": 6, "facemesh": {"max_side": 640}},
         # The clips' audio is a tone, not speech: words are spread (forced alignment has its
-        # own tests in tests/speech/test_speech.py).
+        # own tests in tests/tasks/speech/test_speech.py).
         "text": {"tokenizer": "minilm", "encoder": "minilm", "max_tokens": 48,
                  "timing": "spread"},
     }

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.features.test_media import make_mp4
+from tests.tasks.features.test_media import make_mp4
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MSAFLOW = str(Path(sys.executable).parent / "msaflow")
 
 

@@ -11,6 +11,7 @@ bytes whichever runner computed them.
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -61,9 +62,12 @@ def task_runner(cfg: ExtractParams) -> Any:
     if cfg.dask.address:
         check_scheduler(cfg.dask.address)
         return DaskTaskRunner(address=cfg.dask.address)
+    # A local cluster's own INFO lines (and the traceback of a comm that closes while it
+    # shuts down on a loaded machine) say nothing a user needs: warnings and up only.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     return DaskTaskRunner(cluster_kwargs={
         "n_workers": cfg.workers, "threads_per_worker": 1, "processes": True,
-        "dashboard_address": None,
+        "dashboard_address": None, "silence_logs": logging.WARNING,
     })
 
 

@@ -90,8 +90,10 @@ class Paths:
         return self.checkpoints(model) / checkpoint_name(seed)
 
     def train_work(self, model: str, seed: int) -> Path:
-        """Lightning's folder while a seed trains (its ``last.ckpt`` resumes a killed run)."""
-        return self.checkpoints(model) / "work" / f"seed{seed}"
+        """A seed's folder while it trains: Lightning's ``last.ckpt`` (a killed run resumes
+        from it) and the curves so far. Not an output: the checkpoint and the curves appear
+        in their places only when the seed is done."""
+        return self.interim / "train_work" / model / f"seed{seed}"
 
     def train_curves(self, model: str, seed: int) -> Path:
         """DVCLive's curves of one seed's training."""

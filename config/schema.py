@@ -10,15 +10,28 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from config import presets
 
+# Every section: unknown keys refused, frozen once loaded, and no NaN or infinity in a
+# float anywhere (`-S train.lr=inf` is an error naming the key, not a crash epochs later).
+_CONFIG = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
+# A seed: numpy and torch take 0 .. 2**32 - 1.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = _CONFIG
+
+
+class PluginParams(BaseModel):
+    """The base of a plugin's own params model (a source's ``dataset.<section>``, a feature
+    set's ``extract.<modality>.<name>``): the same rules as every shared section."""
+
+    model_config = _CONFIG
 
 
 
@@ -26,7 +39,7 @@ class _PluginSections(_Section):
     """A section whose other keys are plugin sections (a source's, a feature set's), each
     validated by its plugin's own params model when params load (tasks/params.py)."""
 
-    model_config = ConfigDict(extra="allow", frozen=True, strict=False)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=False, allow_inf_nan=False)
 
 
 class DatasetParams(_PluginSections):
@@ -200,7 +213,7 @@ class CacheParams(_Section):
 
 class TrainParams(_Section):
     models: tuple[str, ...]
-    seeds: tuple[int, ...]
+    seeds: tuple[Seed, ...]
     max_epochs: int = Field(ge=1)
     patience: int = Field(ge=1)
     batch_size: int = Field(ge=1)
@@ -267,7 +280,7 @@ class RobustnessParams(_Section):
     rates: tuple[float, ...]  # missing rates: each token / row dropped with this probability
     levels: tuple[float, ...]  # noise std, in units of each feature's train std
     draws: int = Field(ge=1)  # random draws averaged per rate / level
-    seed: int
+    seed: Seed
     reference: str = "late_fusion"  # effective robustness is measured against this model
 
     @field_validator("rates")
@@ -302,7 +315,7 @@ class PredictParams(_Section):
 
 
 class Params(_Section):
-    seed: int
+    seed: Seed
     dataset: DatasetParams
     demo: DemoParams
     ingest: IngestParams

@@ -104,5 +104,13 @@ class MSAModel(nn.Module):
             {"params": no_decay, "weight_decay": 0.0},
         ]
 
+    def training_state(self) -> dict[str, Any]:
+        """What the model keeps across training epochs outside its ``state_dict`` (saved in
+        the trainer's resume checkpoint, so a killed run resumes as if never stopped)."""
+        return {}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        """Put back what ``training_state`` saved."""
+
     def on_train_epoch_start(self, epoch: int, train_loader: Any) -> None:
         """Called by the trainer before each training epoch (e.g. to rebuild a table)."""

@@ -105,7 +105,8 @@ def _typed(config_cls: type) -> type[BaseModel]:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         fields[f.name] = (kind, default)
     return create_model(
-        f"{config_cls.__name__}Params", __config__=ConfigDict(extra="forbid", strict=True),
+        f"{config_cls.__name__}Params",
+        __config__=ConfigDict(extra="forbid", strict=True, allow_inf_nan=False),
         **fields,
     )
 

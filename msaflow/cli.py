@@ -19,6 +19,7 @@ from config.errors import ParamsError
 from config.overrides import parse_assignments
 from runtime import server
 from tasks import stages
+from tasks.io import OutputError
 
 DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00 (UTC): weekly, at a quiet hour
 DEFAULT_NAME = "weekly"
@@ -235,10 +236,13 @@ def _run(args: argparse.Namespace, over: dict[str, Any] | None) -> int:
     if name == "export":
         from flows.common import load
         from flows.export import export_flow
-        from tasks.export import cache_file
+        from tasks.export import cache_file, check_out
 
-        # A bad request (no cache, a variant not built) is an error line, not a failed run.
-        cache_file(*load(args.params, over), args.variant)
+        # A bad request (no cache, a variant not built, an --out that cannot be written) is
+        # an error line, not a failed run.
+        params, paths = load(args.params, over)
+        check_out(paths, args.out)
+        cache_file(params, paths, args.variant)
         ready()
         export_flow(args.format, args.variant, args.out, args.params, over, args.normalize)
         return 0
@@ -324,7 +328,7 @@ def _main(argv: list[str] | None = None) -> int:
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except server.ServerError as err:
+    except (server.ServerError, OutputError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except Exception as err:  # a stage failed: one readable line; the flow log has the rest

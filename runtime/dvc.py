@@ -83,6 +83,58 @@ def exp_run_args(dvc_args: list[str]) -> tuple[list[str], list[str]]:
     return args, notes
 
 
+def set_params(dvc_args: list[str]) -> list[str]:
+    """The ``-S`` / ``--set-param`` values of params.yaml in `dvc exp run` arguments."""
+    found = []
+    for i, arg in enumerate(dvc_args):
+        if arg in ("-S", "--set-param") and i + 1 < len(dvc_args):
+            found.append(dvc_args[i + 1])
+        elif arg.startswith("--set-param="):
+            found.append(arg.removeprefix("--set-param="))
+        elif arg.startswith("-S") and len(arg) > 2:
+            found.append(arg[2:])
+    return [v for v in found if ":" not in v.partition("=")[0]
+            or v.partition("=")[0].startswith("params.yaml:")]
+
+
+def check_set_params(dvc_args: list[str], params_file: str = "params.yaml") -> None:
+    """Every ``-S`` for params.yaml through msaflow's own params check before DVC starts
+    (ParamsError naming the key): a typo fails now, not in a stage of the experiment. DVC's
+    Hydra forms are understood: ``+key=value`` and ``++key=value`` add or set a key, a
+    ``~key`` removes one."""
+    from config.errors import ParamsError
+    from config.load import read_params
+    from config.overrides import parse_assignments
+    from tasks.params import parse_params
+
+    items = set_params(dvc_args)
+    if not items:
+        return
+    raw = read_params(params_file)
+    for item in items:
+        item = item.removeprefix("params.yaml:")
+        if item.startswith("~"):
+            *parents, leaf = item[1:].partition("=")[0].split(".")
+            node = raw
+            for part in parents:
+                node = node.get(part, {}) if isinstance(node, dict) else {}
+            if isinstance(node, dict):
+                node.pop(leaf, None)
+            continue
+        ((key, value),) = parse_assignments([item.lstrip("+")]).items()
+        *parents, leaf = key.split(".")
+        node = raw
+        for i, part in enumerate(parents):
+            if not isinstance(node.get(part), dict):
+                if not item.startswith("+") or part in node:
+                    raise ParamsError(f"-S {item}: {'.'.join(parents[: i + 1])} is not a "
+                                      "section of params.yaml")
+                node[part] = {}
+            node = node[part]
+        node[leaf] = value
+    parse_params(raw, f"{params_file} with -S {' -S '.join(items)}")
+
+
 # On Ctrl-C: each signal to dvc's process group, and how long (s) to wait for it to end.
 STOP_STEPS = ((signal.SIGINT, 45.0), (signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0))
 
@@ -217,6 +269,8 @@ def repro(dvc_args: list[str], command: tuple[str, ...] = ("repro",)) -> int:
         print("msaflow repro: `dvc repro` takes no -S; use `msaflow exp -S KEY=VALUE ...` "
               "(= `dvc exp run -S ...`) to run an experiment with changed params")
         return 2
+    if command[0] == "exp":
+        check_set_params(dvc_args)  # a bad -S fails here, before DVC starts anything
     dvc = shutil.which("dvc")
     if dvc is None:
         print("msaflow: `dvc` not found on PATH (activate the venv: . .venv/bin/activate)")

@@ -67,9 +67,26 @@ def clip_part(clip: str) -> str:
     return clip.rsplit(CLIP_SEP, 1)[-1]
 
 
+def clip_id_problem(clip: str) -> str | None:
+    """Why ``clip`` cannot be a clip id, or None when it can: an id names an HDF5 group, a
+    ``.csd`` entry and files, so it must be non-empty, not ``.`` or ``..``, and hold no
+    ``/``, ``\\``, control character or surrounding space."""
+    if not clip:
+        return "is empty"
+    if clip in (".", ".."):
+        return "is '.' or '..', which no file or HDF5 group may be called"
+    if "/" in clip or "\\" in clip:
+        return "holds a '/' or '\\' (a path separator)"
+    if any(ord(c) < 32 or ord(c) == 127 for c in clip):
+        return "holds a control character"
+    if clip != clip.strip():
+        return "starts or ends with a space"
+    return None
+
+
 def valid_clip_id(clip: str) -> bool:
-    """A clip id must be non-empty and '/'-free: it names an HDF5 group and files."""
-    return bool(clip) and "/" not in clip
+    """Whether ``clip`` may be a clip id (``clip_id_problem`` finds nothing)."""
+    return clip_id_problem(clip) is None
 
 
 # --------------------------------------------------------------------------- manifest
@@ -281,6 +298,11 @@ class StreamMissing(MediaError):
     is absent from the clip rather than broken (``predict`` scores it absent)."""
 
 
+class SilentAudio(StreamMissing):
+    """The audio stream holds no sound (digital silence): audio is absent from the clip, as
+    from a video without an audio stream."""
+
+
 class ExtractError(ValueError):
     """Input that decodes but cannot give features (silent audio, empty transcript, ...)."""
 
@@ -314,6 +336,7 @@ __all__ = [
     "ReportRows",
     "MediaError",
     "StreamMissing",
+    "SilentAudio",
     "SourceError",
     "cell_text",
     "clip_id",
@@ -324,6 +347,7 @@ __all__ = [
     "seconds",
     "split_name",
     "valid_clip_id",
+    "clip_id_problem",
     "video_of",
     "write_manifest",
     "write_report",

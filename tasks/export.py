@@ -40,6 +40,7 @@ from tasks.formats.mmsa import (
     strings,
     write_pickle,
 )
+from tasks.io import check_writable
 
 FORMATS = ("mmsa",)
 
@@ -133,15 +134,27 @@ def _split(g: h5py.Group, task: str, class_names: list[str],
     return part
 
 
+def check_out(paths: Paths, out: str | Path | None) -> None:
+    """``--out`` is a ``.pkl`` file or a folder, and a file can be written there (an
+    OutputError naming it, before any work)."""
+    if out is not None and Path(out).suffix not in ("", ".pkl", ".pickle") \
+            and not Path(out).is_dir():
+        raise ExportError(f"--out {out}: expected a .pkl file or a folder")
+    if out is None:
+        check_writable(paths.export("mmsa") / "export.pkl")
+    elif Path(out).is_dir() or not Path(out).suffix:
+        check_writable(Path(out) / "export.pkl")
+    else:
+        check_writable(out)
+
+
 def export_mmsa(params: Params, paths: Paths, variant: str | None = None,
                 out: str | Path | None = None, normalize: bool = False) -> dict[str, Any]:
     """Write one cache variant as MMSA's pickle (default ``paths.export("mmsa")/<variant>_<L>
     .pkl``, ``<variant>_<L>_normalized.pkl`` with ``normalize``); return a summary: the file,
     clips per split, shapes, size, seconds."""
     start = time.perf_counter()
-    if out is not None and Path(out).suffix not in ("", ".pkl", ".pickle") \
-            and not Path(out).is_dir():
-        raise ExportError(f"--out {out}: expected a .pkl file or a folder")
+    check_out(paths, out)
     variant, h5 = cache_file(params, paths, variant)
     sims = _sims_labels(paths)
     data: dict[str, Any] = {}

@@ -38,11 +38,12 @@ from tasks.contracts import (
 from tasks.features import MODALITIES, Output
 from tasks.features.media import ClipInput, transcript
 from tasks.formats.csd import write_csd
-from tasks.io import atomic_path, file_digest, text_digest
+from tasks.io import atomic_dir, atomic_path, file_digest, text_digest
 
 # Bump when an extractor's output changes for the same inputs and params: every cache
-# entry is then recomputed.
-EXTRACTOR_VERSION = "1"
+# entry is then recomputed. 2: frames turned upright by their display matrix, truncated
+# media and a recording rate below the extractor's reported as warnings.
+EXTRACTOR_VERSION = "2"
 
 # Media digests memoised per (path, mtime, size): one hash per file per process, even
 # though three modalities (and write_outputs) ask for it.
@@ -283,36 +284,10 @@ def write_outputs(
     params_json["extractor_version"] = EXTRACTOR_VERSION
     counts: dict[str, int] = {}
     tallies: dict[str, int] = {}
-    csd_dir = Path(csd_dir)
-    for name, (modality, out) in outputs(cfg).items():
-        ready: list[tuple[str, Path]] = []
-        for clip_id in manifest["clip_id"]:
-            result = by_clip[clip_id]
-            if result["status"].get(modality) in ("cached", "computed"):
-                key = result.get("keys", {}).get(modality) or clip_key(
-                    rows[clip_id], modality, cfg
-                )
-                ready.append((clip_id, cache_path(cache_dir, modality, key)))
-        chosen = features.chosen(cfg, modality)
-        section = features.section(cfg, modality)
-        metadata = {
-            "computational sequence description": out.describe(section),
-            "dimension names": out.dims(section, _width(ready, out)),
-            "computational sequence version": EXTRACTOR_VERSION,
-            "alignment compatible": True,
-            "dataset name": dataset_name,
-            "creator": "msaflow extract",
-            "extractor params": params_json,
-        }
-        if chosen.counters and out is chosen.outputs[0]:
-            tally = _counts(ready, chosen.counters)
-            metadata["extractor counts"] = tally
-            tallies.update({f"{chosen.name}_{k}": v for k, v in tally.items()})
-        counts[f"{name}.csd"] = write_csd(csd_dir / f"{name}.csd", name, _entries(ready, out),
-                                          metadata)
-    for stale in sorted(csd_dir.glob("*.csd")):
-        if stale.name not in counts:
-            stale.unlink()  # another feature set's output from an earlier params choice
+    with atomic_dir(csd_dir) as building:  # every .csd of the run, or none of them
+        for name, (modality, out) in outputs(cfg).items():
+            _write_output(name, modality, out, manifest, by_clip, rows, cfg, cache_dir,
+                          building, params_json, dataset_name, counts, tallies)
     return {
         "sequences": counts,
         "counts": tallies,
@@ -320,6 +295,38 @@ def write_outputs(
         "errors": int((errors["severity"] == "error").sum()),
         "warnings": int((errors["severity"] == "warning").sum()),
     }
+
+
+def _write_output(name: str, modality: str, out: Output, manifest: pd.DataFrame,
+                  by_clip: dict[str, dict], rows: dict[str, dict], cfg: ExtractParams,
+                  cache_dir: Path, csd_dir: Path, params_json: dict[str, Any],
+                  dataset_name: str, counts: dict[str, int], tallies: dict[str, int]) -> None:
+    """One ``.csd`` from the cached entries of the clips that have it."""
+    ready: list[tuple[str, Path]] = []
+    for clip_id in manifest["clip_id"]:
+        result = by_clip[clip_id]
+        if result["status"].get(modality) in ("cached", "computed"):
+            key = result.get("keys", {}).get(modality) or clip_key(
+                rows[clip_id], modality, cfg
+            )
+            ready.append((clip_id, cache_path(cache_dir, modality, key)))
+    chosen = features.chosen(cfg, modality)
+    section = features.section(cfg, modality)
+    metadata = {
+        "computational sequence description": out.describe(section),
+        "dimension names": out.dims(section, _width(ready, out)),
+        "computational sequence version": EXTRACTOR_VERSION,
+        "alignment compatible": True,
+        "dataset name": dataset_name,
+        "creator": "msaflow extract",
+        "extractor params": params_json,
+    }
+    if chosen.counters and out is chosen.outputs[0]:
+        tally = _counts(ready, chosen.counters)
+        metadata["extractor counts"] = tally
+        tallies.update({f"{chosen.name}_{k}": v for k, v in tally.items()})
+    counts[f"{name}.csd"] = write_csd(csd_dir / f"{name}.csd", name, _entries(ready, out),
+                                      metadata)
 
 
 MapFn = Callable[[list[dict]], list[dict]]

@@ -2,8 +2,11 @@
 
 Each seed writes ``data/checkpoints/<ds>/<model>/seed<k>.ckpt`` (the BEST validation epoch,
 in the format of tasks/training/checkpoint.py) and DVCLive curves under
-``reports/<ds>/<model>/train/seed<k>/``. A killed run resumes from Lightning's ``last.ckpt``
-in ``work/seed<k>/``; a seed whose checkpoint exists with the same params hash is skipped.
+``reports/<ds>/<model>/train/seed<k>/``, both when the seed is done. While it trains, its
+folder is ``data/interim/<ds>/train_work/<model>/seed<k>/`` (``Paths.train_work``): a
+killed run resumes from Lightning's ``last.ckpt`` there, random states and curves included
+(tasks/training/resume.py), to the bytes an uninterrupted run gives; a seed whose
+checkpoint exists with the same params hash is skipped.
 Model selection uses the validation split only; the test split is never opened here.
 
 The model's settings come from tasks/training/settings.py (``train.*`` < its preset < the keys
@@ -36,11 +39,12 @@ from config.schema import Params
 from models import registry
 from models.base import DataSpec
 from tasks.formats.dataset import CacheFormatError, H5Dataset, collate, read_spec
-from tasks.io import text_digest
+from tasks.io import atomic_dir, text_digest
 from tasks.metrics import scheme_for, selection_metric
 from tasks.training import checkpoint
 from tasks.training.devices import resolve_accelerator, scale_of, trainer_scale
 from tasks.training.module import MSAModule
+from tasks.training.resume import RandomStates, cut_curves, resumed_step
 from tasks.training.settings import TrainerSettings, resolve_model, variant_note
 
 
@@ -189,6 +193,11 @@ def train_seed(
     stamp.write_text(phash + "\n")
     last = work / "last.ckpt"
     resume = last.is_file()
+    live_dir = work / "curves"  # DVCLive's, published beside the checkpoint when done
+    if resume:
+        cut_curves(live_dir, resumed_step(last))  # the cut-short epoch's rows go
+    else:
+        shutil.rmtree(live_dir, ignore_errors=True)
 
     L.seed_everything(seed, workers=True, verbose=False)
     accelerator = resolve_accelerator(params.train.accelerator)
@@ -214,6 +223,7 @@ def train_seed(
         raise ValueError(f"{h5}: train ({len(train_ds)}) and valid ({len(valid_ds)}) need clips")
     workers = params.train.num_workers
     train_dl = _loader(train_ds, settings.batch_size, True, workers, seed)
+    randomness = RandomStates(train_dl.generator)
     valid_dl = _loader(valid_ds, settings.batch_size, False, workers, seed)
 
     metric, mode = module.selection
@@ -229,7 +239,6 @@ def train_seed(
         save_on_train_epoch_end=True,
     )
     early = EarlyStopping(monitor=monitor, mode=mode, patience=settings.patience)
-    live_dir = paths.train_curves(model_name, seed)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(
         f"[{model_name} seed {seed}] {n_params:,} trainable parameters, {len(train_ds)} train / "
@@ -246,7 +255,7 @@ def train_seed(
             **trainer_args,
             # Deterministic kernels are free on CPU; on GPU only warn where none exists.
             deterministic=True if accelerator == "cpu" else "warn",
-            callbacks=[keeper, early],
+            callbacks=[keeper, early, randomness],
             logger=_dvclive_logger(live_dir, resume),
             default_root_dir=work,
             enable_progress_bar=True,
@@ -288,6 +297,8 @@ def train_seed(
         "selection": {"metric": monitor, "mode": mode},
         "valid": valid,
     }
+    with atomic_dir(paths.train_curves(model_name, seed)) as curves:
+        shutil.copytree(live_dir, curves, dirs_exist_ok=True)
     checkpoint.save(final, payload)
     shutil.rmtree(work, ignore_errors=True)  # resume state is useless once the seed is done
     stamp.unlink(missing_ok=True)

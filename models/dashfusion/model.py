@@ -108,6 +108,22 @@ class DashFusion(MSAModel):
         state["_collate"] = None
         return state
 
+    def training_state(self) -> dict[str, Any]:
+        """The retrieval table and the feature bank, which live across epochs."""
+        state: dict[str, Any] = {}
+        if self._table is not None:
+            state["table_index"], state["table_valid"] = self._table.index, self._table.valid
+        if self._bank is not None:
+            state["bank"] = self._bank.detach().cpu()
+        return state
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        """Put the retrieval table and the feature bank of a resumed run back."""
+        if "table_index" in state:
+            self._table = RetrievalTable(index=state["table_index"], valid=state["table_valid"])
+        if "bank" in state:
+            self._bank = state["bank"].to(next(self.parameters()).device)
+
     # ---------------------------------------------------------------- encoders
 
     def encode(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

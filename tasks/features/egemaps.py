@@ -135,6 +135,7 @@ def extract_egemaps(
 )
 def compute(clip: ClipInput, section: Any) -> tuple[dict[str, np.ndarray], list[str]]:
     """One clip's eGeMAPS frames from its mono audio at ``extract.audio.sample_rate``."""
-    samples = decode_audio(clip.media, section.sample_rate, clip.start, clip.end)
+    notes: list[str] = []
+    samples = decode_audio(clip.media, section.sample_rate, clip.start, clip.end, notes)
     features, intervals, _ = extract_egemaps(samples, section.sample_rate)
-    return {"features": features, "intervals": intervals}, []
+    return {"features": features, "intervals": intervals}, notes

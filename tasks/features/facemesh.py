@@ -34,8 +34,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from config.schema import PluginParams
 from tasks.contracts import ExtractError
 from tasks.features import options, register
 from tasks.features.media import ClipInput, iter_frames
@@ -305,10 +306,9 @@ def _warm(section: Any) -> None:
     import mediapipe.python.solutions.face_mesh  # noqa: F401
 
 
-class FacemeshParams(BaseModel):
+class FacemeshParams(PluginParams):
     """``extract.vision.facemesh``: this feature set's own settings."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_side: int = Field(640, ge=64)  # frames larger than this are downscaled first
 
@@ -325,7 +325,8 @@ class FacemeshParams(BaseModel):
 def compute(clip: ClipInput, section: Any) -> tuple[dict[str, np.ndarray], list[str]]:
     """One clip's rows at ``extract.vision.fps``, frames scaled to ``facemesh.max_side``."""
     own = options(section, "facemesh")
-    frames = iter_frames(clip.media, section.fps, clip.start, clip.end, own.max_side)
+    notes: list[str] = []
+    frames = iter_frames(clip.media, section.fps, clip.start, clip.end, own.max_side, notes)
     features, intervals, _, warnings = extract_vision(frames, section.fps,
                                                       offset=clip.start or 0.0)
-    return {"features": features, "intervals": intervals}, warnings
+    return {"features": features, "intervals": intervals}, warnings + notes

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.contracts import ExtractError
+from tasks.contracts import ExtractError, SilentAudio
 from tasks.features import register
 from tasks.features.media import ClipInput, decode_audio
 
@@ -72,8 +72,8 @@ def extract_audio(
     if not np.isfinite(y).all():
         raise ExtractError("audio has NaN/Inf samples")
     rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64))))
-    if rms < SILENCE_RMS:
-        raise ExtractError(f"silent audio (RMS {rms:.2e} < {SILENCE_RMS:.0e})")
+    if rms < SILENCE_RMS:  # no sound: the modality is absent, as without an audio stream
+        raise SilentAudio(f"silent audio (RMS {rms:.2e} < {SILENCE_RMS:.0e}): no sound")
     hop = max(1, int(round(hop_seconds * sample_rate)))
     n_fft = 2048 if sample_rate >= 16000 else 1024
     mfcc = librosa.feature.mfcc(y=y, sr=sample_rate, n_mfcc=N_MFCC, hop_length=hop, n_fft=n_fft)
@@ -107,6 +107,7 @@ def _warm(section: Any) -> None:
 )
 def compute(clip: ClipInput, section: Any) -> tuple[dict[str, np.ndarray], list[str]]:
     """One clip's rows at ``extract.audio.hop_seconds`` from its mono audio."""
-    samples = decode_audio(clip.media, section.sample_rate, clip.start, clip.end)
+    notes: list[str] = []
+    samples = decode_audio(clip.media, section.sample_rate, clip.start, clip.end, notes)
     features, intervals, _ = extract_audio(samples, section.sample_rate, section.hop_seconds)
-    return {"features": features, "intervals": intervals}, []
+    return {"features": features, "intervals": intervals}, notes

@@ -1,7 +1,11 @@
 """Media decoding with PyAV (no ffmpeg binary): probe, mono audio at a rate, frames at an fps.
 
 Every failure surfaces as a :class:`MediaError` whose message names the file, so a bad clip
-is reported by the extract stage instead of crashing deep inside a decoder.
+is reported by the extract stage instead of crashing deep inside a decoder. A file is also
+checked for what it claims: audio or video that decodes to less than the file's own
+duration says it is truncated, audio recorded below the rate it is read at says it was
+upsampled (``notes``: the clip's warnings), and a frame is turned upright as the video's
+display matrix says (a phone's portrait video).
 """
 
 from __future__ import annotations
@@ -16,6 +20,11 @@ import av
 import numpy as np
 
 from tasks.contracts import MediaError, StreamMissing, seconds
+
+# Decoded media may fall this much short of the file's own duration (a last partial frame,
+# codec delay) before it is called truncated: at least TRUNCATED_SECONDS, or this fraction.
+TRUNCATED_SECONDS = 0.5
+TRUNCATED_FRACTION = 0.05
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,25 @@ def probe(path: str | Path) -> MediaInfo:
     )
 
 
+def claimed_seconds(container: av.container.InputContainer, stream: av.stream.Stream) -> float:
+    """The duration a file claims for a stream: the stream's own, else the container's."""
+    own = _stream_seconds(stream)
+    if own > 0:
+        return own
+    return container.duration / av.time_base if container.duration is not None else 0.0
+
+
+def truncation_note(path: str | Path, kind: str, decoded_to: float, claimed: float,
+                    end: float | None) -> str | None:
+    """A warning when ``kind`` decodes only to ``decoded_to`` seconds although the file
+    claims ``claimed`` (up to the window's ``end``), else None."""
+    wanted = claimed if end is None else min(end, claimed)
+    if claimed <= 0 or wanted - decoded_to <= max(TRUNCATED_SECONDS, TRUNCATED_FRACTION * wanted):
+        return None
+    return (f"{path}: {kind} decodes to {decoded_to:.2f} s but the file says {claimed:.2f} s: "
+            "truncated; the features cover what decoded")
+
+
 def check_window(path: str | Path, start: float | None, end: float | None) -> None:
     """MediaError unless ``[start, end]`` is a possible window (seconds) of ``path``."""
     if start is not None and start < 0:
@@ -93,14 +121,23 @@ def seek(container: av.container.InputContainer, stream: av.stream.Stream, t: fl
 
 
 def decode_audio(
-    path: str | Path, sample_rate: int, start: float | None = None, end: float | None = None
+    path: str | Path, sample_rate: int, start: float | None = None, end: float | None = None,
+    notes: list[str] | None = None,
 ) -> np.ndarray:
-    """The (start, end) window of the first audio stream as float32 mono at ``sample_rate``."""
+    """The (start, end) window of the first audio stream as float32 mono at ``sample_rate``;
+    what is wrong with the file but still usable is added to ``notes`` (truncated, a
+    recording rate below ``sample_rate``)."""
     check_window(path, start, end)
     with open_media(path) as container:
         if not container.streams.audio:
             raise StreamMissing(f"{path}: no audio stream")
         stream = container.streams.audio[0]
+        claimed = claimed_seconds(container, stream)
+        recorded = int(stream.rate or 0)
+        if notes is not None and 0 < recorded < sample_rate:
+            notes.append(f"{path}: audio recorded at {recorded} Hz, below the {sample_rate} Hz "
+                         f"it is read at: upsampled, so it holds nothing above "
+                         f"{recorded // 2} Hz")
         seek(container, stream, start or 0.0)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         chunks: list[np.ndarray] = []
@@ -119,6 +156,9 @@ def decode_audio(
             # A truncated tail: keep what decoded; the window check below catches too little.
     samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
     t0 = t0 or 0.0
+    if notes is not None and (note := truncation_note(
+            path, "audio", t0 + len(samples) / sample_rate, claimed, end)):
+        notes.append(note)
     lo = max(0, int(round(((start or 0.0) - t0) * sample_rate)))
     hi = len(samples) if end is None else max(lo, int(round((end - t0) * sample_rate)))
     window = samples[lo:hi]
@@ -136,8 +176,12 @@ def _scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:
 
 
 def _rgb(frame: av.VideoFrame, max_side: int) -> np.ndarray:
+    """The frame as RGB, at most ``max_side`` wide or high, turned upright: a display
+    matrix's rotation (degrees counterclockwise) is applied, as players do."""
     width, height = _scaled_size(frame.width, frame.height, max_side)
-    return frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+    rgb = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+    turns = (int(round((frame.rotation or 0) / 90.0))) % 4
+    return np.ascontiguousarray(np.rot90(rgb, k=turns)) if turns else rgb
 
 
 def iter_frames(
@@ -146,11 +190,14 @@ def iter_frames(
     start: float | None = None,
     end: float | None = None,
     max_side: int = 640,
+    notes: list[str] | None = None,
 ) -> Iterator[tuple[float, np.ndarray]]:
-    """``(t, rgb uint8 HxWx3)`` at ``start + k / fps``, each the decoded frame nearest ``t``.
+    """``(t, rgb uint8 HxWx3)`` at ``start + k / fps``, each the decoded frame nearest ``t``,
+    upright.
 
     Streams: only the frames on either side of the next sample time are held. Sample times
-    run while ``t < end`` (or the last frame); a window with no frame raises MediaError.
+    run while ``t < end`` (or the last frame); a window with no frame raises MediaError. A
+    video that decodes to less than its claimed duration adds a warning to ``notes``.
     """
     if fps <= 0:
         raise MediaError(f"{path}: sampling fps must be positive, got {fps}")
@@ -160,6 +207,7 @@ def iter_frames(
         if not container.streams.video:
             raise StreamMissing(f"{path}: no video stream")
         stream = container.streams.video[0]
+        claimed = claimed_seconds(container, stream)
         stream.thread_type = "AUTO"  # frame threading: decode is the cost for big frames
         rate = float(stream.average_rate or stream.guessed_rate or 25)
         seek(container, stream, t_start)
@@ -184,6 +232,9 @@ def iter_frames(
                 raise MediaError(f"{path}: cannot decode video ({err})") from None
             # A truncated tail: serve what decoded.
         if prev is not None:
+            if notes is not None and (note := truncation_note(
+                    path, "video", prev[0] + 1.0 / rate, claimed, end)):
+                notes.append(note)
             # Sample times after the last frame still see it until its display time ends.
             last_t, last = prev
             stop = last_t + 1.0 / rate if end is None else min(end, last_t + 1.0 / rate)

@@ -29,8 +29,9 @@ from typing import Any
 
 import av
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from config.schema import PluginParams
 from tasks.contracts import ExtractError, ExtractionFailed, MediaError, StreamMissing
 from tasks.features import options, register
 from tasks.features.facemesh import NO_FACE_WARNING
@@ -331,10 +332,9 @@ def extract_openface(
     return rows, intervals, names, warnings
 
 
-class OpenFaceParams(BaseModel):
+class OpenFaceParams(PluginParams):
     """``extract.vision.openface``: this feature set's own settings."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     bin: str = ""  # the FeatureExtraction executable; "" = find FeatureExtraction on PATH
     timeout: float = Field(600.0, gt=0)  # seconds one clip may run before it counts as failed

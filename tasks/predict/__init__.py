@@ -30,7 +30,7 @@ from tasks.cache import prepare
 from tasks.features import MODALITIES
 from tasks.formats.dataset import H5Dataset
 from tasks.formats.hdf5 import NORM_STREAMS, SplitWriter
-from tasks.io import write_json_atomic
+from tasks.io import check_writable, write_json_atomic
 from tasks.metrics import polarity
 from tasks.predict.inputs import drop_absent, featurize
 from tasks.predict.model import (
@@ -142,6 +142,7 @@ def predict_videos(
     if not videos:
         raise PredictError("no video given")
     out = Path(out) if out is not None else paths.predictions(model)
+    check_writable(out)  # before the work: a full disk or a read-only folder says so now
     if text is not None and transcripts is not None:
         raise PredictError("give --text or --transcripts, not both")
     if text is not None and len(videos) > 1:
@@ -172,10 +173,8 @@ def predict_videos(
                         f.create_dataset(key, data=stats[key][()])
             for video in videos:
                 entry = _entry(str(video), ens)
-                said = (
-                    transcript_for(Path(video), table, Path(transcripts))
-                    if table is not None else text
-                )
+                said, text_notes = (transcript_for(Path(video), table) if table is not None
+                                    else (text, []))
                 said = said if said and said.strip() else None
                 entry["transcript"] = said
                 entry["transcript_source"] = (
@@ -193,13 +192,13 @@ def predict_videos(
                     entry["error"] = str(err)
                     entries.append(entry)
                     continue
-                notes, absent = got.notes, got.absent
+                notes, absent = text_notes + got.notes, got.absent
                 if said is None and ens.variant == "aligned":
                     notes.append(ALIGNED_NO_WORDS)
                     absent = list(MODALITIES)  # no word: no aligned audio or vision row
                 entry["absent"] = absent
                 entry["notes"] = notes
-                writer.append(Path(video).stem, said or "", math.nan, -1, rows)
+                writer.append(f"video{len(scored)}", said or "", math.nan, -1, rows)
                 scored.append(len(entries))
                 entries.append(entry)
         if scored:

@@ -24,6 +24,7 @@ from tasks.features import MODALITIES
 from tasks.features.facemesh import NO_FACE_WARNING
 from tasks.predict.model import VideoError
 
+SCRATCH_ID = "video"  # every video's id in the per-clip cache (keyed by content, not id)
 NO_TRANSCRIPT = "no transcript: the text modality got an empty transcript"
 NO_SPEECH = "no transcript, and speech recognition heard no words: the text modality is empty"
 
@@ -106,7 +107,9 @@ def featurize(
     absent; else a VideoError)."""
     if not video.is_file():
         raise VideoError(f"{video}: video file not found")
-    row = {"clip_id": video.stem, "media": str(video), "start": None, "end": None,
+    # Its id in the scratch files: the video's file name may be anything (a "..mp4", a
+    # space), and an id must be one that HDF5 groups and file names all take.
+    row = {"clip_id": SCRATCH_ID, "media": str(video), "start": None, "end": None,
            "text": text or ""}
     # A failed modality is reported per video here, never raised by the extractor.
     result = extract.extract_clip(row, cfg.model_copy(update={"fail_fast": False}), cache_dir)
@@ -150,7 +153,7 @@ def featurize(
             readers[name] = _Entries(*output.read(npz))
         files[name] = npz_path
     try:
-        clip = load_clip(readers, files, video.stem)
+        clip = load_clip(readers, files, SCRATCH_ID)
     except ValueError as err:
         raise VideoError(str(err)) from None
     got = {"words": clip.words.shape[1], "audio": clip.audio[1].shape[1],

@@ -22,6 +22,7 @@ from models.base import DataSpec, MSAModel
 from tasks import extract, features, sources
 from tasks.cache import seq_lengths
 from tasks.formats.hdf5 import NORM_STREAMS
+from tasks.training.checkpoint import CheckpointError
 from tasks.training.checkpoint import load as load_checkpoint
 
 # Keys of the params `extract` section that never change a clip's features.
@@ -105,7 +106,7 @@ def load_ensemble(ckpt_paths: Sequence[Path], model: str) -> Ensemble:
     for path in ckpt_paths:
         try:
             net, ckpt = load_checkpoint(path)
-        except FileNotFoundError as err:
+        except (FileNotFoundError, CheckpointError) as err:
             raise PredictError(str(err)) from None
         if ckpt["model"] != model:
             raise PredictError(

@@ -4,47 +4,54 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 from pydantic import ValidationError
 
 from config.schema import ExtractParams, Params
 from tasks.predict.model import PredictError
+from tasks.userfiles import UserCsv, read_csv
 
 
-def read_transcripts(path: str | Path) -> pd.DataFrame:
-    """A transcripts CSV: a ``text`` column and a ``path`` and/or ``clip_id`` column."""
+def read_transcripts(path: str | Path) -> UserCsv:
+    """A transcripts CSV: a ``text`` column and a ``path`` and/or ``clip_id`` column, decoded
+    as ingest decodes a label file (a byte that is not UTF-8 costs its line a U+FFFD, and
+    the video's notes say so)."""
     path = Path(path)
     if not path.is_file():
         raise PredictError(f"{path}: transcripts file not found")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if "text" not in frame.columns or not {"path", "clip_id"} & set(frame.columns):
+    table = read_csv(path)
+    if "text" not in table.header or not {"path", "clip_id"} & set(table.header):
         raise PredictError(
             f"{path}: expected columns text and path (or clip_id = the video's file name "
-            f"without extension), got {list(frame.columns)}"
+            f"without extension), got {table.header}"
         )
-    return frame
+    return table
 
 
-def transcript_for(video: Path, table: pd.DataFrame, source: Path) -> str | None:
-    """The transcript of ``video`` in ``table`` (by path, else by file stem); None if absent."""
+def transcript_for(video: Path, table: UserCsv) -> tuple[str | None, list[str]]:
+    """The transcript of ``video`` in ``table`` (by path, else by file stem; None if
+    absent), and what to note about it (its line did not decode)."""
     target = video.resolve()
-    hits: list[tuple[int, str]] = []
-    for i, row in enumerate(table.to_dict("records")):
-        given = str(row.get("path", "")).strip()
+    hits: list[tuple[int, int, str]] = []
+    for first, last, row in table:
+        given = (row.get("path") or "").strip()
+        text = row.get("text") or ""
         if given:
             p = Path(given).expanduser()
-            candidates = [p] if p.is_absolute() else [p, source.parent / p]
+            candidates = [p] if p.is_absolute() else [p, table.path.parent / p]
             if any(c.resolve() == target for c in candidates):
-                hits.append((i, row["text"]))
+                hits.append((first, last, text))
                 continue
-        if str(row.get("clip_id", "")).strip() == video.stem:
-            hits.append((i, row["text"]))
-    texts = {t for _, t in hits}
+        if (row.get("clip_id") or "").strip() == video.stem:
+            hits.append((first, last, text))
+    texts = {t for _, _, t in hits}
     if len(texts) > 1:
-        rows = [i + 2 for i, _ in hits]  # 1-based, after the header line
-        raise PredictError(f"{source}: lines {rows} give different transcripts for {video}")
-    return hits[0][1] if hits else None
-
+        lines = [first for first, _, _ in hits]
+        raise PredictError(f"{table.path}: lines {lines} give different transcripts for "
+                           f"{video}")
+    if not hits:
+        return None, []
+    first, last, text = hits[0]
+    return text, table.decoding_problems(first, last)
 
 
 def asr_for(params: Params, asr: str | None) -> ExtractParams:

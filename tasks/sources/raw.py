@@ -14,9 +14,6 @@ replaced by U+FFFD) are kept and reported with the message ending in "clip kept"
 
 from __future__ import annotations
 
-import codecs
-import csv
-import io
 import math
 from collections import Counter
 from pathlib import Path
@@ -32,27 +29,17 @@ from tasks.contracts import (
     IngestError,
     Issue,
     cell_text,
+    clip_id_problem,
     split_name,
     write_manifest,
     write_report,
 )
 from tasks.metrics import polarity
 from tasks.sources import layouts
+from tasks.userfiles import UserCsv
 
 if TYPE_CHECKING:  # pandas is imported where a frame is made: validating params needs none
     import pandas as pd
-
-
-def decode_lines(raw: bytes, encoding: str) -> tuple[list[str], dict[int, str]]:
-    """Decode line by line so a bad byte costs one line, not the file; report where it was."""
-    lines, bad = [], {}
-    for number, line in enumerate(raw.splitlines(keepends=True), start=1):
-        try:
-            lines.append(line.decode(encoding))
-        except UnicodeDecodeError as err:
-            bad[number] = f"byte 0x{line[err.start]:02x} at column {err.start + 1}"
-            lines.append(line.decode(encoding, errors="replace"))
-    return lines, bad
 
 
 def float_or_nan(value: str | None) -> float:
@@ -64,33 +51,11 @@ def float_or_nan(value: str | None) -> float:
 
 
 
-def read_csv_lines(path: Path, params: Params) -> tuple[csv.DictReader, dict[int, str]]:
-    """A DictReader over the decoded file (BOM stripped) and the lines that did not decode."""
-    encoding = params.ingest.encoding
-    if codecs.lookup(encoding).name == "utf-8":
-        encoding = "utf-8-sig"
-    lines, bad = decode_lines(path.read_bytes(), encoding)
-    reader = csv.DictReader(io.StringIO("".join(lines), newline=""))
-    reader.fieldnames = [c.strip() for c in (reader.fieldnames or [])]
-    return reader, bad
-
-
-def encoding_issues(
-    clip_id: str, path: Path, lines: range, bad: dict[int, str], params: Params
-) -> list[Issue]:
-    """A kept-clip warning for each line of ``lines`` that did not decode."""
-    return [
-        Issue(
-            clip_id,
-            "text",
-            f"{path} line {n}: not valid {params.ingest.encoding} ({bad[n]}), "
-            "decoded with U+FFFD replacement",
-            drop=False,
-            reason="encoding",
-        )
-        for n in lines
-        if n in bad
-    ]
+def encoding_issues(clip_id: str, table: UserCsv, first: int, last: int) -> list[Issue]:
+    """A kept-clip warning for each line ``first``..``last`` of ``table`` that did not
+    decode."""
+    return [Issue(clip_id, "text", problem, drop=False, reason="encoding")
+            for problem in table.decoding_problems(first, last)]
 
 
 def _media_path(path: Path, repo_root: Path) -> str:
@@ -127,6 +92,10 @@ def check_rows(
         line = row.pop("source_line", None)
         file = row.pop("source_file", None) or source
         where = f"{file} line {line}" if line is not None else f"{file} row {i + 1}"
+        if (problem := clip_id_problem(clip_id)) is not None:
+            error = f"{where}: clip id {clip_id!r} {problem}"
+            issues.append(Issue(clip_id, "id", error, reason="id"))
+            continue
         if clip_id in seen:
             error = f"{where}: duplicate clip id (first at {seen[clip_id]})"
             issues.append(Issue(clip_id, "id", error, reason="duplicate"))
@@ -145,6 +114,10 @@ def check_rows(
             error = f"{where}: label {row['label']!r} is missing or not a number"
             issues.append(Issue(clip_id, "label", error, reason="label"))
             continue
+        if not math.isfinite(label) and not cell_text(row["annotation"]):
+            error = (f"{where}: no label: the clip's features are extracted, but no training "
+                     "or metric can use it")
+            issues.append(Issue(clip_id, "label", error, drop=False, reason="no_label"))
         if math.isfinite(label) and not low <= label <= high:
             error = f"{where}: label {label} outside [{low}, {high}]"
             issues.append(Issue(clip_id, "label", error, reason="label"))

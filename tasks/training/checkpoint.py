@@ -38,15 +38,26 @@ def save(path: str | Path, payload: dict[str, Any]) -> None:
         torch.save(payload, f)
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or is not one of ours; the message says what to do."""
+
+
 def read(path: str | Path) -> dict[str, Any]:
     """The checkpoint's dict (tensors on the CPU), checked to be one of ours."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found (run the `train` stage)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    missing = [k for k in REQUIRED if k not in ckpt]
-    if missing:
-        raise ValueError(f"{path}: not a msaflow checkpoint (missing {missing})")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or foreign file: torch's reader says it its way
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else 'no detail'}); it is truncated or "
+            "not a file `msaflow train` wrote: bring the trained one back with `dvc checkout` "
+            "(or `dvc pull`), or retrain with `msaflow train <model>`") from None
+    if not isinstance(ckpt, dict) or (missing := [k for k in REQUIRED if k not in ckpt]):
+        raise CheckpointError(f"{path}: not a msaflow checkpoint (missing "
+                              f"{missing if isinstance(ckpt, dict) else list(REQUIRED)})")
     return ckpt
 
 

@@ -153,6 +153,11 @@ class MSAModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The best checkpoint then carries every validation metric of its own epoch.
         checkpoint["valid_metrics"] = dict(self.last_metrics.get("valid", {}))
+        checkpoint["model_training_state"] = self.model.training_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A resumed run: what the model kept across epochs outside its weights.
+        self.model.load_training_state(checkpoint.get("model_training_state") or {})
 
     def configure_optimizers(self) -> Any:
         groups = self.model.param_groups(self.weight_decay, self.decay_all)

@@ -33,7 +33,7 @@ NO_PRESET = (None, "none")
 class TrainerSettings(BaseModel):
     """The trainer keys of one ``models.<name>`` section over its preset and ``train.*``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     variant: Literal["unaligned", "aligned"]
     lr: float = Field(gt=0)

@@ -12,7 +12,7 @@ from config.paths import Paths
 from config.schema import ExtractParams
 from models.text_encoders import frozen_encoder, load_tokenizer
 from tasks import extract
-from tasks.contracts import EXTRACT_ERROR_COLUMNS, ExtractError, ExtractionFailed
+from tasks.contracts import EXTRACT_ERROR_COLUMNS, ExtractError, ExtractionFailed, SilentAudio
 from tasks.features.facemesh import DIM as VISION_DIM
 from tasks.features.facemesh import NO_FACE_WARNING, extract_vision
 from tasks.features.librosa import DIM_NAMES as AUDIO_DIMS
@@ -79,8 +79,8 @@ def test_audio_features_shape_and_intervals(media: dict[str, Path]) -> None:
     assert names[21 + int(np.argmax(feats[5:-5, 21:].mean(axis=0)))] == "chroma_A"
 
 
-def test_silent_audio_is_an_error(media: dict[str, Path]) -> None:
-    with pytest.raises(ExtractError, match="silent audio"):
+def test_silent_audio_is_audio_absent(media: dict[str, Path]) -> None:
+    with pytest.raises(SilentAudio, match="silent audio"):
         extract_audio(decode_audio(media["silent"], 16000), 16000, 0.04)
 
 

@@ -185,7 +185,7 @@ def test_bad_rows_reported_and_dropped(in_tmp: Path, mp4_bytes: bytes) -> None:
     assert "missing or not a number" in by_clip["vidE$_$3"]
     assert "unknown mode 'holdout'" in by_clip["vidE$_$4"]
     assert by_clip["vidE$_$5"].endswith("empty transcript; clip kept")
-    assert "video_id '' / clip_id '6' must be non-empty" in by_clip["$_$6"]
+    assert "video_id '' is empty" in by_clip["$_$6"]
     assert all(str(ROOT) not in e for e in errors["error"])
     assert set(errors["stage"]) == {"ingest"}
     assert errors.set_index("clip_id").loc["vidD$_$1", "modality"] == "media"

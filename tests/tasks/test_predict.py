@@ -321,10 +321,16 @@ def test_transcripts_csv_by_clip_id_and_conflicts(tmp_path: Path) -> None:
     csv = tmp_path / "t.csv"
     pd.DataFrame({"clip_id": ["clip7", "other"], "text": ["so good", "meh"]}).to_csv(
         csv, index=False)
-    assert predict_mod.transcript_for(video, predict_mod.read_transcripts(csv), csv) == "so good"
+    assert predict_mod.transcript_for(video, predict_mod.read_transcripts(csv)) == (
+        "so good", [])
     pd.DataFrame({"path": ["clip7.mp4", str(video)], "text": ["a", "b"]}).to_csv(csv, index=False)
     with pytest.raises(PredictError, match=r"lines \[2, 3\] give different transcripts"):
-        predict_mod.transcript_for(video, predict_mod.read_transcripts(csv), csv)
+        predict_mod.transcript_for(video, predict_mod.read_transcripts(csv))
+    csv.write_bytes(b"clip_id,text\nclip7,caf\xe9 was good\n")  # latin-1, not UTF-8
+    text, notes = predict_mod.transcript_for(video, predict_mod.read_transcripts(csv))
+    assert text == "caf\ufffd was good"
+    assert notes == [f"{csv} line 2: not valid utf-8 (byte 0xe9 at column 10), decoded with "
+                     "U+FFFD replacement"]
     pd.DataFrame({"file": ["x"], "text": ["a"]}).to_csv(csv, index=False)
     with pytest.raises(PredictError, match="expected columns text and path"):
         predict_mod.read_transcripts(csv)

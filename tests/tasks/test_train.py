@@ -66,6 +66,7 @@ def test_checkpoint_contents(trained) -> None:
         assert all(k.startswith(("encoder.", "head.")) for k in ckpt["state_dict"])
     # Lightning's resume state is removed once a seed is done; curves stay in reports/.
     assert not (paths.checkpoints(MODEL) / "work").exists()
+    assert not paths.train_work(MODEL, 0).exists()
     curves = paths.report(MODEL) / "train" / "seed0" / "plots" / "metrics"
     assert (curves / "train" / "loss.tsv").is_file()
     assert (curves / "valid" / "MAE.tsv").is_file()

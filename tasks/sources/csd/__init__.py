@@ -17,15 +17,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from config.schema import PluginParams
 from tasks import sources
 
 
-class CsdParams(BaseModel):
+class CsdParams(PluginParams):
     """``dataset.csd``: which official sequences in ``dataset.root`` feed each stream."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     words: str = Field("CMU_MOSI_TimestampedWords.csd", pattern=r"^[^/\\]+\.csd$")
     # "" = no official vectors: embed the words with extract.text.encoder instead.

@@ -32,6 +32,7 @@ from tasks import contracts
 from tasks.contracts import EXTRACT_ERROR_COLUMNS, ExtractionFailed, SourceError
 from tasks.features.text import word_embeddings
 from tasks.formats.csd import CsdFormatError, CsdReader, read_csd, write_csd
+from tasks.io import atomic_dir
 from tasks.sources.csd import streams
 from tasks.sources.csd.manifest import _video_words, segment_rows, source_files
 from tasks.speech.words import spread_by_length
@@ -340,18 +341,16 @@ def csd_extract(params: Params, paths: Paths) -> dict[str, Any]:
             plan.append((name, files[stream],
                          _numeric_entries(reader, name, stream, clips, report),
                          meta(segment_note.format(files[stream].name), _dim_names(reader))))
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for name, source, entries, metadata in plan:
-            try:
-                counts[f"{name}.csd"] = write_csd(
-                    out_dir / f"{name}.csd", name, entries, metadata
-                )
-            except CsdFormatError as err:
-                # e.g. videos of one official file with different feature widths
-                raise SourceError(f"{source}: cannot be turned into {name}.csd: {err}") from None
-        for stale in sorted(out_dir.glob("*.csd")):
-            if stale.name not in counts:
-                stale.unlink()  # another feature set's output from an earlier params choice
+        with atomic_dir(out_dir) as building:  # every .csd of the run, or none of them
+            for name, source, entries, metadata in plan:
+                try:
+                    counts[f"{name}.csd"] = write_csd(
+                        building / f"{name}.csd", name, entries, metadata
+                    )
+                except CsdFormatError as err:
+                    # e.g. videos of one official file with different feature widths
+                    raise SourceError(
+                        f"{source}: cannot be turned into {name}.csd: {err}") from None
 
     n_clips, n_failed = len(clips), int(report.failed.sum())
     limit = params.extract.max_failed_fraction

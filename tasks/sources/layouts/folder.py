@@ -11,7 +11,8 @@ import numpy as np
 from config.schema import Params
 from tasks.contracts import MANIFEST_COLUMNS, IngestError, Issue, cell_text
 from tasks.sources.layouts import register
-from tasks.sources.raw import encoding_issues, float_or_nan, read_csv_lines
+from tasks.sources.raw import encoding_issues, float_or_nan
+from tasks.userfiles import read_csv
 
 if TYPE_CHECKING:  # pandas is imported where a frame is made: validating params needs none
     import pandas as pd
@@ -44,8 +45,8 @@ def read_folder(params: Params) -> tuple[pd.DataFrame, list[Issue]]:
     folder = path.parent
     if not path.is_file():
         raise IngestError(f"{path}: clip list not found (dataset.root = {root})")
-    reader, bad_lines = read_csv_lines(path, params)
-    header = list(reader.fieldnames)
+    table = read_csv(path, params.ingest.encoding)
+    header = table.header
     missing = [c for c in FOLDER_REQUIRED if c not in header]
     unknown = [c for c in header if c not in (*FOLDER_REQUIRED, *FOLDER_OPTIONAL)]
     if missing or unknown:
@@ -60,18 +61,12 @@ def read_folder(params: Params) -> tuple[pd.DataFrame, list[Issue]]:
         )
     rows: list[dict[str, Any]] = []
     issues: list[Issue] = []
-    previous_end = 1
-    for record in reader:
-        first_line, previous_end = previous_end + 1, reader.line_num
+    for first_line, last_line, record in table:
         where = f"{path} line {first_line}"
         clip_id, media = cell_text(record.get("clip_id")), cell_text(record.get("path"))
-        if not clip_id or "/" in clip_id or not media or None in record:
-            reason = (
-                "has more fields than the header"
-                if None in record
-                else f"clip_id {clip_id!r} must be non-empty and '/'-free, "
-                f"path {media!r} non-empty"
-            )
+        if not media or None in record:
+            reason = ("has more fields than the header" if None in record
+                      else f"path {media!r} is empty")
             issues.append(Issue(clip_id, "id", f"{where}: {reason}", reason="id"))
             continue
         label_text = cell_text(record.get("label"))
@@ -88,9 +83,7 @@ def read_folder(params: Params) -> tuple[pd.DataFrame, list[Issue]]:
             error = f"{where}: bad time window start {window[0]!r} end {window[1]!r} (seconds)"
             issues.append(Issue(clip_id, "time", error, reason="time"))
             continue
-        issues += encoding_issues(
-            clip_id, path, range(first_line, previous_end + 1), bad_lines, params
-        )
+        issues += encoding_issues(clip_id, table, first_line, last_line)
         rows.append({
             "clip_id": clip_id,
             "video_id": cell_text(record.get("video_id")) or clip_id,

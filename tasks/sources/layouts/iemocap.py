@@ -11,7 +11,7 @@ from config.schema import Params
 from tasks import contracts
 from tasks.contracts import MANIFEST_COLUMNS, IngestError, Issue
 from tasks.sources.layouts import register
-from tasks.sources.raw import decode_lines, encoding_issues
+from tasks.userfiles import decoding_problem, read_text_lines
 
 if TYPE_CHECKING:  # pandas is imported where a frame is made: validating params needs none
     import pandas as pd
@@ -50,8 +50,7 @@ def iemocap_split(session: int) -> str:
 
 
 def _read_text(path: Path, params: Params) -> tuple[list[str], dict[int, str]]:
-    lines, bad = decode_lines(path.read_bytes(), params.ingest.encoding)
-    return [line.rstrip("\r\n") for line in lines], bad
+    return read_text_lines(path, params.ingest.encoding)
 
 
 def _iemocap_transcripts(
@@ -139,8 +138,10 @@ def read_iemocap(params: Params) -> tuple[pd.DataFrame, list[Issue]]:
                     error = f"{where}: empty or negative time window [{start} - {end}]"
                     issues.append(Issue(clip_id, "time", error, reason="time"))
                     continue
-                issues += encoding_issues(clip_id, path, range(number, number + 1),
-                                           bad_lines, params)
+                if number in bad_lines:
+                    issues.append(Issue(clip_id, "text", decoding_problem(
+                        path, number, bad_lines[number], params.ingest.encoding),
+                        drop=False, reason="encoding"))
                 if match["utt"] not in texts:
                     error = f"{transcript}: no transcript line for {match['utt']}"
                     issues.append(Issue(clip_id, "text", error, drop=False, reason="text"))

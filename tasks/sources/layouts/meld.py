@@ -11,7 +11,8 @@ from config.schema import Params
 from tasks import contracts
 from tasks.contracts import MANIFEST_COLUMNS, IngestError, Issue, cell_text
 from tasks.sources.layouts import register
-from tasks.sources.raw import encoding_issues, read_csv_lines
+from tasks.sources.raw import encoding_issues
+from tasks.userfiles import read_csv
 
 if TYPE_CHECKING:  # pandas is imported where a frame is made: validating params needs none
     import pandas as pd
@@ -86,16 +87,16 @@ def read_meld(params: Params) -> tuple[pd.DataFrame, list[Issue]]:
                 f"{root}: no clip folder for {csv_name} "
                 f"(expected one of {', '.join(folder_names)})"
             )
-        reader, bad_lines = read_csv_lines(path, params)
-        missing = [c for c in MELD_COLUMNS if c not in reader.fieldnames]
+        if not path.is_file():
+            raise IngestError(f"{path}: label file not found (dataset.root = {root})")
+        table = read_csv(path, params.ingest.encoding)
+        missing = [c for c in MELD_COLUMNS if c not in table.header]
         if missing:
             raise IngestError(
                 f"{path}: missing column(s) {', '.join(missing)} "
-                f"(header: {', '.join(reader.fieldnames)})"
+                f"(header: {', '.join(table.header)})"
             )
-        previous_end = 1
-        for record in reader:
-            first_line, previous_end = previous_end + 1, reader.line_num
+        for first_line, last_line, record in table:
             where = f"{path} line {first_line}"
             dia, utt = cell_text(record.get("Dialogue_ID")), cell_text(record.get("Utterance_ID"))
             # Dialogue ids restart in every split, so the split is part of the video id.
@@ -131,9 +132,7 @@ def read_meld(params: Params) -> tuple[pd.DataFrame, list[Issue]]:
                 error = f"{where}: EndTime {record['EndTime']!r} is not after StartTime"
                 issues.append(Issue(clip_id, "time", error, reason="time"))
                 continue
-            issues += encoding_issues(
-                clip_id, path, range(first_line, previous_end + 1), bad_lines, params
-            )
+            issues += encoding_issues(clip_id, table, first_line, last_line)
             rows.append({
                 "clip_id": clip_id,
                 "video_id": video_id,

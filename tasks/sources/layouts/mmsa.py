@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import codecs
-import csv
-import io
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from config.schema import Params
 from tasks import contracts
-from tasks.contracts import MANIFEST_COLUMNS, SIMS_LABEL_COLUMNS, IngestError, Issue
+from tasks.contracts import (
+    MANIFEST_COLUMNS,
+    SIMS_LABEL_COLUMNS,
+    IngestError,
+    Issue,
+    clip_id_problem,
+)
 from tasks.sources.layouts import register
-from tasks.sources.raw import decode_lines, float_or_nan
+from tasks.sources.raw import encoding_issues, float_or_nan
+from tasks.userfiles import read_csv
 
 if TYPE_CHECKING:  # pandas is imported where a frame is made: validating params needs none
     import pandas as pd
@@ -31,50 +35,31 @@ def read_mmsa(params: Params) -> tuple[pd.DataFrame, list[Issue]]:
     label_csv = root / LABEL_FILE
     if not label_csv.is_file():
         raise IngestError(f"{label_csv}: label file not found (dataset.root = {root})")
-    # utf-8-sig also strips the BOM that spreadsheet exports put before 'video_id'.
-    encoding = params.ingest.encoding
-    if codecs.lookup(encoding).name == "utf-8":
-        encoding = "utf-8-sig"
-    lines, bad_lines = decode_lines(label_csv.read_bytes(), encoding)
-    reader = csv.DictReader(io.StringIO("".join(lines), newline=""))
-    header = [c.strip() for c in (reader.fieldnames or [])]
+    table = read_csv(label_csv, params.ingest.encoding)  # a BOM before 'video_id' goes
+    header = table.header
     missing = [c for c in MMSA_COLUMNS if c not in header]
     if missing:
         raise IngestError(
             f"{label_csv}: missing column(s) {', '.join(missing)} (header: {', '.join(header)})"
         )
-    reader.fieldnames = header
     extras = [c for c in SIMS_LABEL_COLUMNS if c in header]
 
     rows: list[dict[str, Any]] = []
     issues: list[Issue] = []
-    previous_end = 1  # the header's last line; a quoted newline can make a record span lines
-    for record in reader:
-        first_line, previous_end = previous_end + 1, reader.line_num
+    for first_line, last_line, record in table:
         where = f"{label_csv} line {first_line}"
         video_id = (record.get("video_id") or "").strip()
         clip = (record.get("clip_id") or "").strip()
         clip_id = contracts.clip_id(video_id, clip)
-        if not video_id or not clip or "/" in clip_id or None in record:
-            reason = (
-                "has more fields than the header"
-                if None in record
-                else f"video_id {video_id!r} / clip_id {clip!r} must be non-empty and '/'-free"
-            )
+        bad_part = next((f"{name} {part!r} {problem}" for name, part in
+                         (("video_id", video_id), ("clip_id", clip))
+                         if (problem := clip_id_problem(part)) is not None), None)
+        if bad_part is not None or None in record:
+            # each part names a folder or a file of Raw/<video_id>/<clip_id>.mp4 too
+            reason = "has more fields than the header" if None in record else bad_part
             issues.append(Issue(clip_id, "id", f"{where}: {reason}", reason="id"))
             continue
-        spans = [n for n in range(first_line, previous_end + 1) if n in bad_lines]
-        for n in spans:
-            issues.append(
-                Issue(
-                    clip_id,
-                    "text",
-                    f"{label_csv} line {n}: not valid {params.ingest.encoding} "
-                    f"({bad_lines[n]}), decoded with U+FFFD replacement",
-                    drop=False,
-                    reason="encoding",
-                )
-            )
+        issues += encoding_issues(clip_id, table, first_line, last_line)
         row: dict[str, Any] = {
             "clip_id": clip_id,
             "video_id": video_id,

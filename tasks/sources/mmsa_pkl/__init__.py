@@ -33,16 +33,16 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from config.schema import PluginParams
 from tasks import sources
 from tasks.contracts import SourceError
 
 
-class PklParams(BaseModel):
+class PklParams(PluginParams):
     """``dataset.pkl``: the MMSA processed pickle to read."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     # The pickle, relative to dataset.root (or absolute); None = dataset.root is the file.
     # Only this file is ever unpickled; pickles can run code, see `trusted`.

@@ -20,6 +20,7 @@ from tasks.contracts import (
     write_report,
 )
 from tasks.formats.mmsa import SIMS_LABELS, strings
+from tasks.io import atomic_dir
 from tasks.sources.mmsa_pkl import PickleFormatError, pickle_path
 from tasks.sources.mmsa_pkl.reader import _array, _labels, _where, load_pickle
 
@@ -100,9 +101,8 @@ def build_manifest_from_pickle(params: Params, paths: Paths) -> dict[str, Any]:
 
 def skip_extraction(params: Params, paths: Paths) -> dict[str, Any]:
     """Stage ``extract`` for ``mmsa_pkl``: the pickle holds the features; outputs stay empty."""
-    paths.csd_dir.mkdir(parents=True, exist_ok=True)
-    for stale in paths.csd_dir.glob("*.csd"):
-        stale.unlink()  # a raw run of the same dataset name left these; cache ignores them
+    with atomic_dir(paths.csd_dir):
+        pass  # empty: what a raw run of the same dataset name left there goes
     write_report(paths.extract_errors, [], EXTRACT_ERROR_COLUMNS)
     return {
         "source": "mmsa_pkl",

@@ -33,29 +33,40 @@ def make_mp4(
     audio: str | None = "sine",
     video: bool = True,
     face: bool | str = False,
+    audio_rate: int = AUDIO_RATE,
+    rotation: int = 0,
+    faststart: bool = False,
 ) -> Path:
     """Write an H.264/AAC mp4: grey noise frames (or a face), a 440 Hz tone or silence.
 
-    ``face``: True on every frame, "half" on the first half, False never.
+    ``face``: True on every frame, "half" on the first half, False never. ``rotation``: the
+    frames are stored turned by that many degrees clockwise, and the display matrix says
+    to turn them back (as a phone held upright writes them). ``faststart``: the header
+    first, as streaming mp4s are (cut in half, such a file still claims its full length).
     """
     width, height = size
     rng = np.random.default_rng(0)
     n = n_frames if n_frames is not None else int(round(seconds * fps))
-    with av.open(str(path), mode="w", format="mp4") as container:
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), mode="w", format="mp4", options=options) as container:
         vs = None
+        turns = (rotation // 90) % 4
         if video:
             vs = container.add_stream("libx264", rate=fps)
-            vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+            w, h = (height, width) if turns % 2 else (width, height)
+            vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+            if rotation:
+                vs.set_display_rotation(rotation)
         if audio is not None:
-            sound = container.add_stream("aac", rate=AUDIO_RATE, layout="mono")
-            t = np.arange(int(seconds * AUDIO_RATE)) / AUDIO_RATE
+            sound = container.add_stream("aac", rate=audio_rate, layout="mono")
+            t = np.arange(int(seconds * audio_rate)) / audio_rate
             wave = 0.3 * np.sin(2 * np.pi * 440 * t) if audio == "sine" else 0 * t
             wave = wave.astype(np.float32)
             for i in range(0, len(wave), 1024):
                 frame = av.AudioFrame.from_ndarray(
                     wave[None, i : i + 1024], format="fltp", layout="mono"
                 )
-                frame.sample_rate = AUDIO_RATE
+                frame.sample_rate = audio_rate
                 frame.pts = i
                 container.mux(sound.encode(frame))
             container.mux(sound.encode(None))
@@ -67,7 +78,8 @@ def make_mp4(
                     s = the_face.shape[0]
                     y0, x0 = (height - s) // 2, (width - s) // 2
                     img[y0 : y0 + s, x0 : x0 + s] = the_face
-                container.mux(vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+                stored = np.ascontiguousarray(np.rot90(img, k=-turns)) if turns else img
+                container.mux(vs.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")))
             container.mux(vs.encode(None))
     return path
 

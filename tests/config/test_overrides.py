@@ -150,6 +150,7 @@ def test_exp_without_a_git_identity_says_how_to_set_it(tmp_path, monkeypatch, ca
                 "GIT_COMMITTER_EMAIL", "GIT_CONFIG_GLOBAL"):
         monkeypatch.delenv(key, raising=False)
     subprocess.run(["git", "init", "-q", str(tmp_path / "repo")], check=True)
+    shutil.copy(ROOT / "params.yaml", tmp_path / "repo" / "params.yaml")  # -S is checked first
     monkeypatch.chdir(tmp_path / "repo")
     assert repro(["-S", "train.lr=0.1"], ("exp", "run")) == 2
     out = capsys.readouterr().out

@@ -53,7 +53,7 @@ RUN --mount=type=secret,id=pip_cert \
 
 COPY . .
 # DVC and `dvc exp run` need a repository with a git identity.
-RUN touch /opt/venv/.installed-stamp \
+RUN touch /opt/venv/.installed-stamp && python -m runtime.vega \
  && git config --global user.name msaflow && git config --global user.email msaflow@localhost \
  && (git rev-parse --git-dir >/dev/null 2>&1 || (git init -q && git add -A && git commit -qm image))
 

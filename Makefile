@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 ACTIVATE := source $(BIN)/activate
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint run ui bench clean-demo
+.PHONY: help install browser demo test lint run ui bench clean-demo
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@# they are the package, installed editable on purpose.
 	PYTHONWARNINGS="ignore:Editable installation" \
 	  $(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m runtime.vega  # the page `dvc plots show` draws into, Vega inlined
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the pinned, tested dependency set
@@ -32,7 +33,16 @@ demo: install ## run the whole DAG (`dvc repro`) on the built-in demo corpus, pr
 	echo "make demo: $$(( $$(date +%s) - start )) s" && \
 	echo "Next: in a new shell, run 'source $(BIN)/activate' first (msaflow, dvc, prefect)."
 
-test: install ## ruff + the whole test suite (CPU)
+browser: ## headless Chromium for the HTML report's browser test (Debian's package; as root)
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium (Debian's package) for the HTML report's browser test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      chromium >/dev/null) || echo "chromium not installed: its test will be skipped"; \
+	  else echo "no chromium, and no root to install it: the browser test will be skipped"; \
+	  fi; }
+
+test: install browser ## ruff + the whole test suite (CPU)
 	$(ACTIVATE) && ruff check . && pytest -q --durations=12
 
 lint: install ## ruff only

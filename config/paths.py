@@ -112,9 +112,52 @@ class Paths:
         """``msaflow predict``'s JSON without ``--out`` (git ignores the folder)."""
         return self.base / "predictions" / self.dataset / f"{model}.json"
 
+    @property
+    def code(self) -> Path:
+        """The `code` stage's hashes of each stage's modules (``<stage>.json``)."""
+        return self.base / "data" / "code"
+
+    @property
+    def headlines(self) -> Path:
+        """The report's headline metrics, one file per model: what DVC shows as metrics."""
+        return self.base / "reports" / f"headline_{self.dataset}"
+
+    def headline(self, model: str) -> Path:
+        """One model's headline metrics (``dvc exp show``, ``dvc metrics diff``)."""
+        return self.headlines / f"{model}.json"
+
+    def clip_conditions(self, model: str) -> Path:
+        """Per clip, the model's prediction clean and with each modality absent."""
+        return self.report(model) / "clip_conditions.csv"
+
     def robustness(self, model: str) -> Path:
-        """The robustness stage's per-model report (CSV curves beside it)."""
+        """The robustness stage's per-model report: every condition, split and seed."""
         return self.report(model) / "robustness.json"
+
+    @property
+    def plots(self) -> Path:
+        """What dvc.yaml's top-level ``plots:`` draw (``dvc plots show``/``diff``); beside
+        reports/<dataset>/, which the report stage reads."""
+        return self.base / "reports" / f"plots_{self.dataset}"
+
+    def pred_vs_true(self, model: str) -> Path:
+        """The report's picture of a model's test predictions against the labels (a confusion
+        matrix for classification)."""
+        return self.plots / "pred_vs_true" / f"{model}.png"
+
+    @property
+    def valid_curves(self) -> Path:
+        """The report stage's validation curves, one CSV per model (its seeds as series)."""
+        return self.plots / "valid"
+
+    def robustness_curve(self, kind: str) -> Path:
+        """The report stage's robustness curve of every model: ``missing`` or ``noise``."""
+        return self.plots / f"robustness_{kind}.csv"
+
+    @property
+    def html_report(self) -> Path:
+        """The report stage's self-contained HTML results report."""
+        return self.base / "reports" / f"report_{self.dataset}.html"
 
     @property
     def robustness_figure(self) -> Path:

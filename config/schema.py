@@ -270,7 +270,6 @@ class TrainParams(_Section):
 
 class EvaluateParams(_Section):
     splits: tuple[Literal["train", "valid", "test"], ...]
-    plot: bool
 
 
 class RobustnessParams(_Section):

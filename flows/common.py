@@ -115,9 +115,22 @@ def publish_image(key: str, png: str | Path, title: str, description: str = "") 
                      description=description)
 
 
+def publish_link(key: str, path: Path, title: str) -> None:
+    """Attach a link to a local file (the HTML report) to the current flow run (no-op
+    outside a run)."""
+    from prefect.artifacts import create_link_artifact
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is None:
+        return
+    slug = "".join(c if c.isalnum() else "-" for c in key.lower()).strip("-")
+    create_link_artifact(key=slug, link=path.resolve().as_uri(), link_text=title,
+                         description=f"{title}: {path}")
+
+
 def publish_artifacts(key: str, markdown: str, files: dict[str, str] | None = None) -> None:
     """A stage's summary table, then each of its ``files`` ({title: path}): a markdown file
-    as its text, a PNG as a picture (no-op outside a flow run)."""
+    as its text, a PNG as a picture, an HTML page as a link (no-op outside a flow run)."""
     publish_markdown(f"{key}-summary", markdown)
     for title, file in (files or {}).items():
         path = Path(file)
@@ -128,6 +141,8 @@ def publish_artifacts(key: str, markdown: str, files: dict[str, str] | None = No
             publish_image(slug, path, title)
         elif path.suffix == ".md":
             publish_markdown(slug, path.read_text(encoding="utf-8"), description=title)
+        elif path.suffix == ".html":
+            publish_link(slug, path, title)
 
 
 def summary_markdown(title: str, summary: dict) -> str:

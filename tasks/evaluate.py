@@ -1,14 +1,12 @@
 """Stage `evaluate`: every seed's checkpoint scored on valid/test (docs/contracts.md).
 
-Writes ``reports/<ds>/<model>/metrics.json`` (mean over seeds with ``<metric>_std``),
-``predictions.csv`` and ``pred_vs_true.png`` (a confusion matrix for classification); the
-`report` stage (tasks/report.py) tabulates every model's.
+Writes ``reports/<ds>/<model>/metrics.json`` (mean over seeds with ``<metric>_std``) and
+``predictions.csv``; the `report` stage tabulates and draws every model's.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +17,7 @@ from config.paths import Paths
 from config.schema import Params
 from tasks.formats.dataset import H5Dataset
 from tasks.io import atomic_path, write_json_atomic
-from tasks.metrics import compute_metrics, headline, scheme_for
+from tasks.metrics import compute_metrics, headline, scheme_for, small_splits
 from tasks.training import checkpoint
 from tasks.training.devices import torch_device
 
@@ -70,6 +68,10 @@ def evaluate_model(params: Params, paths: Paths, model_name: str) -> dict[str, A
                     frame[f"prob_{name}"] = probs[:, c]
             rows.append(frame)
 
+    sizes = {split: len(frame) for frame in rows[: len(splits)]
+             for split in frame["split"].unique()}
+    for note in small_splits(sizes):
+        print(f"[{model_name}] warning: {note}")
     report = paths.report(model_name)
     metrics: dict[str, Any] = {s: _mean_std(per_split[s]) for s in splits}
     metrics["seeds"] = len(seeds)
@@ -77,15 +79,6 @@ def evaluate_model(params: Params, paths: Paths, model_name: str) -> dict[str, A
     predictions = pd.concat(rows, ignore_index=True)
     with atomic_path(report / "predictions.csv") as tmp:
         predictions.to_csv(tmp, index=False, float_format="%.6g")
-    plot_path = report / "pred_vs_true.png"
-    if params.evaluate.plot:
-        plot_split = "test" if "test" in splits else splits[-1]
-        shown = predictions[predictions["split"] == plot_split]
-        title = f"{model_name} · {plot_split} · {len(seeds)} seed(s)"
-        if task == "regression":
-            _scatter(shown, metrics[plot_split], title, plot_path)
-        else:
-            _confusion(shown, class_names, metrics[plot_split], title, plot_path)
     summary = {"model": model_name, "seeds": len(seeds), "task": task}
     for split in splits:
         for key in headline(task, scheme):
@@ -98,58 +91,3 @@ def evaluate_model(params: Params, paths: Paths, model_name: str) -> dict[str, A
 
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-def _scatter(frame: pd.DataFrame, metrics: dict[str, Any], title: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: stages run without a display
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
-    for seed, group in frame.groupby("seed"):
-        ax.scatter(group["y_true"], group["y_pred"], s=14, alpha=0.6, label=f"seed {seed}")
-    values = np.concatenate([frame["y_true"].to_numpy(), frame["y_pred"].to_numpy()])
-    lo, hi = float(values.min()), float(values.max())
-    ax.plot([lo, hi], [lo, hi], color="black", linewidth=1, linestyle="--", label="y = x")
-    ax.set_xlabel("true")
-    ax.set_ylabel("predicted")
-    mae, corr = metrics.get("MAE"), metrics.get("Corr")
-    ax.set_title(f"{title}\nMAE {_fmt(mae)} · Corr {_fmt(corr)}", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-
-
-def _confusion(
-    frame: pd.DataFrame,
-    class_names: list[str],
-    metrics: dict[str, Any],
-    title: str,
-    path: Path,
-) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(class_names)
-    counts = np.zeros((n, n), dtype=np.int64)  # rows: true, columns: predicted (all seeds)
-    np.add.at(counts, (frame["y_true"].to_numpy(int), frame["y_pred"].to_numpy(int)), 1)
-    fig, ax = plt.subplots(figsize=(1.2 * n + 2.5, 1.2 * n + 2), dpi=100)
-    ax.imshow(counts, cmap="Blues")
-    for i in range(n):
-        for j in range(n):
-            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=9)
-    ax.set_xticks(range(n), class_names, rotation=45, ha="right")
-    ax.set_yticks(range(n), class_names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    acc, f1 = metrics.get("Acc"), metrics.get("F1_weighted")
-    ax.set_title(f"{title}\nAcc {_fmt(acc)} · F1w {_fmt(f1)}", fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)

@@ -25,7 +25,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from config.errors import ParamsError
+from config.errors import NotInWorkspace, ParamsError
 from config.paths import Paths
 from config.schema import Params
 from tasks.contracts import POLARITY, SPLITS, read_manifest
@@ -49,6 +49,10 @@ class ExportError(ParamsError):
     """An export that cannot be made as asked; says what to build or name instead."""
 
 
+class CacheMissing(NotInWorkspace, ExportError):
+    """The dataset's HDF5 cache is not in the workspace (``path``)."""
+
+
 def _built(paths: Paths) -> list[str]:
     return sorted(p.stem for p in paths.processed.glob("*.h5")) if paths.processed.is_dir() \
         else []
@@ -61,11 +65,11 @@ def cache_file(params: Params, paths: Paths, variant: str | None) -> tuple[str, 
     built = _built(paths)
     if not built:
         others = sorted(p.parent.name for p in paths.processed.parent.glob("*/*.h5"))
-        raise ExportError(
+        raise CacheMissing(
             f"dataset {name!r} has no HDF5 cache ({paths.processed} holds no .h5 file; build "
             f"it with `msaflow cache` or `dvc repro cache`, or name a dataset with -S "
-            f"dataset.name=...; built: {', '.join(sorted(set(others))) or 'none'})"
-        )
+            f"dataset.name=...; built: {', '.join(sorted(set(others))) or 'none'})",
+            paths.processed)
     if variant is None:
         variant = next((v for v in params.cache.variants if v in built), built[0])
     path = paths.h5(variant)

@@ -208,6 +208,18 @@ HEADLINE: dict[str, tuple[str, ...]] = {
 }
 
 
+# Below this many clips, a split's metrics move by whole points with one clip: worth a warning.
+MIN_SPLIT_CLIPS = 20
+
+
+def small_splits(counts: dict[str, int], splits: tuple[str, ...] = ("valid", "test")) -> list[str]:
+    """A warning per split of ``splits`` with fewer than ``MIN_SPLIT_CLIPS`` clips."""
+    return [f"{split} has {counts[split]} clip(s): its metrics move by whole points with a "
+            f"single clip (a metric means little under {MIN_SPLIT_CLIPS}); add clips or "
+            "change the split" for split in splits
+            if split in counts and counts[split] < MIN_SPLIT_CLIPS]
+
+
 def kind(task: str, label_range: tuple[float, float]) -> str:
     """The kind of metrics a dataset reports: "classification", or its regression scheme."""
     return "classification" if task == "classification" else scheme_for(label_range)
@@ -223,6 +235,15 @@ def robustness_metric(task: str, scheme: str) -> str:
     if task == "classification":
         return "Acc"
     return "Mult_acc_2" if scheme == "sims" else "Has0_acc_2"
+
+
+def dvc_headline(task: str, label_range: tuple[float, float]) -> tuple[str, str]:
+    """The two test metrics of a model's headline file (what `dvc exp show` shows, five
+    columns a model with valid's first and the two robustness figures): the first headline
+    metric (MAE; weighted F1) and the accuracy the robustness stage scores (Has0_acc_2,
+    Mult_acc_2 on SIMS' scale; Acc)."""
+    scheme = kind(task, label_range)
+    return HEADLINE[scheme][0], robustness_metric(task, scheme)
 
 
 def polarity(score: float, label_range: tuple[float, float] = (-3.0, 3.0)) -> str:

@@ -18,9 +18,9 @@ params give the same numbers. Rate 0 and level 0 are the clean input: evaluate's
 Writes ``reports/<ds>/<model>/robustness.json`` (every condition × the task's metrics, mean
 and std over seeds × draws, and the summary: relative robustness = the mean of the robustness
 metric (``tasks.metrics.robustness_metric``, named under ``headline``) over the rate / level
-grid, as MultiBench's area under the curve) and
-``robustness_missing.csv`` / ``robustness_noise.csv`` (the robustness metric per rate / level,
-one column per split; DVC plots). The `report` stage adds effective robustness against
+grid, as MultiBench's area under the curve) and ``clip_conditions.csv`` (each clip's
+prediction clean and with each modality absent, mean over seeds: the report's error analysis).
+The `report` stage draws the curves and adds effective robustness against
 ``robustness.reference`` (late fusion): the difference of the mean drops from clean.
 """
 
@@ -169,6 +169,11 @@ def evaluate_robustness(params: Params, paths: Paths, model_name: str) -> dict[s
     conds = conditions(params)
     # (condition name, split) → one metrics dict per seed × draw
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
+    # (condition, split) → each seed's per-clip outputs, for the clean input and each
+    # modality absent alone: what the report's error analysis shows per clip
+    per_clip: dict[tuple[str, str], list[tuple[list[str], np.ndarray]]] = {}
+    kept = {"missing:0", *(f"absent:{m}" for m in MODALITIES)}
+    names: list[str] = []
     # each split is read and collated once for every seed and condition (when it is held in
     # memory anyway; a split too large for that is read anew, lazily, each time)
     held: dict[tuple[Path, str, bool], H5Dataset | list[dict[str, Any]]] = {}
@@ -199,10 +204,12 @@ def evaluate_robustness(params: Params, paths: Paths, model_name: str) -> dict[s
                             _seed(cfg.seed, cond.name, draw, split))
                         transform = functools.partial(
                             corrupt, cond=cond, gen=gen, unk_id=unk, noise_std=std)
-                        _, y, out = checkpoint.forward(model, data, device, transform)
+                        ids, y, out = checkpoint.forward(model, data, device, transform)
                         metrics = compute_metrics(task, scheme, names, y, out)
                         if cond.kind != "absent" and cond.level <= 0:
                             clean = metrics
+                        if cond.name in kept:
+                            per_clip.setdefault((cond.name, split), []).append((ids, out))
                     results.setdefault((cond.name, split), []).append(metrics)
     for data in held.values():
         if isinstance(data, H5Dataset):
@@ -220,26 +227,36 @@ def evaluate_robustness(params: Params, paths: Paths, model_name: str) -> dict[s
             cell[split][f"{metric}_std"] = std
     doc["summary"] = _summary(doc, params, key)
     write_json_atomic(paths.robustness(model_name), doc)
-    write_curves(doc, cfg, paths.robustness(model_name).parent)
+    write_clip_outputs(per_clip, task, names, paths.clip_conditions(model_name))
     print(f"[{model_name}] robustness: {len(conds)} conditions × {len(cfg.splits)} splits × "
           f"{len(seeds)} seeds in {seconds:.1f} s; " + ", ".join(
               f"{k} {v:.4f}" for k, v in doc["summary"].items() if isinstance(v, float)))
     return {"model": model_name, "seconds": round(seconds, 2), **doc["summary"]}
 
 
-def write_curves(doc: dict[str, Any], cfg: Any, report: Path) -> list[Path]:
-    """``robustness_missing.csv`` (x ``rate``) and ``robustness_noise.csv`` (x ``level``): the
-    robustness metric, one column per split; what `dvc plots` draws (one y field per file)."""
-    key = doc["headline"]
-    written = []
-    for kind, axis, grid in (("missing", "rate", cfg.rates), ("noise", "level", cfg.levels)):
-        rows = [{axis: float(v), **{split: doc["conditions"][f"{kind}:{float(v):g}"][split][key]
-                                    for split in cfg.splits}} for v in grid]
-        path = report / f"robustness_{kind}.csv"
-        with atomic_path(path) as tmp:
-            pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.6g")
-        written.append(path)
-    return written
+def write_clip_outputs(per_clip: dict[tuple[str, str], list[tuple[list[str], np.ndarray]]],
+                       task: str, class_names: list[str], path: Path) -> Path:
+    """``clip_conditions.csv``: per split, clip and condition (clean, each modality absent),
+    the prediction (mean over seeds; classification: the class of the mean probabilities,
+    and each class's probability)."""
+    rows: list[dict[str, Any]] = []
+    for (cond, split), runs in sorted(per_clip.items()):
+        ids = runs[0][0]
+        outs = np.stack([out for _, out in runs])  # (seeds, N[, C])
+        name = "clean" if cond == "missing:0" else cond
+        if task == "regression":
+            for clip, value in zip(ids, outs.mean(0), strict=True):
+                rows.append({"split": split, "clip_id": clip, "condition": name,
+                             "prediction": float(value)})
+            continue
+        probs = torch.softmax(torch.from_numpy(outs), dim=-1).numpy().mean(0)  # (N, C)
+        for clip, p in zip(ids, probs, strict=True):
+            rows.append({"split": split, "clip_id": clip, "condition": name,
+                         "prediction": class_names[int(p.argmax())],
+                         **{f"prob_{c}": float(v) for c, v in zip(class_names, p, strict=True)}})
+    with atomic_path(path) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.6g")
+    return path
 
 
 def _summary(doc: dict[str, Any], params: Params, key: str) -> dict[str, Any]:
@@ -269,5 +286,4 @@ __all__ = [
     "conditions",
     "corrupt",
     "evaluate_robustness",
-    "write_curves",
 ]

@@ -57,6 +57,8 @@ def _resolve(ref: str) -> Callable[..., Any]:
 
 
 STAGES: tuple[Stage, ...] = (
+    Stage("code", "hash each stage's own modules (data/code/<stage>.json): a stage re-runs "
+          "when code it runs changes", "tasks.stages:write_code"),
     Stage("demo", "generate the demo corpus (data/raw/demo)", "tasks.demo.corpus:run",
           needed="tasks.demo.corpus:needed"),
     Stage("ingest", "the dataset's raw files → manifest.csv + ingest_errors.csv",
@@ -72,9 +74,17 @@ STAGES: tuple[Stage, ...] = (
     Stage("robustness", "score one model's checkpoints with modalities absent, missing and "
           "noisy (params robustness.*)", "tasks.robustness:evaluate_robustness",
           per_model=True),
-    Stage("report", "the tables across models (reports/summary_<dataset>.md) and the "
-          "robustness figure", "tasks.report:write_report"),
+    Stage("report", "the summary across models (reports/summary_<dataset>.md), the plots' "
+          "data and the HTML results report (reports/report_<dataset>.html)",
+          "tasks.report:write_report"),
 )
+
+
+def write_code(params: Any, paths: Any) -> dict[str, Any]:
+    """The `code` stage's work (tasks/codedeps.py): the modules of every other stage."""
+    from tasks import codedeps
+
+    return codedeps.write_code(paths, {s.name: s.work for s in STAGES if s.name != "code"})
 
 
 def names() -> list[str]:

@@ -107,10 +107,12 @@ def class_weights(params: Params, h5: Path, spec: DataSpec) -> list[float] | Non
 
 def params_hash(
     model_name: str, config: Any, settings: TrainerSettings, seed: int, spec: DataSpec,
-    scale: dict[str, Any] | None = None,
+    scale: dict[str, Any] | None = None, code: str | None = None,
 ) -> str:
-    """What makes a seed's checkpoint current: model, config, trainer, seed, data, loss, and
-    ``scale``: the processes and precision it trained with, when not one fp32 process."""
+    """What makes a seed's checkpoint current: model, config, trainer, seed, data, loss,
+    ``scale``: the processes and precision it trained with, when not one fp32 process, and
+    ``code``: the digest of the modules training runs (the `code` stage's train.json), when
+    there is one, so an edit of a model's code retrains it."""
     parts: list[Any] = [
         model_name,
         dataclasses.asdict(config),
@@ -126,7 +128,16 @@ def params_hash(
         parts.append({"class_weights": [float(w) for w in weights]})
     if scale:  # likewise: one fp32 process adds nothing
         parts.append({"scale": dict(sorted(scale.items()))})
+    if code:
+        parts.append({"code": code})
     return text_digest(*parts)
+
+
+def code_digest(paths: Paths) -> str | None:
+    """The digest of the `code` stage's record of training's modules (data/code/train.json),
+    or None where that stage has not run (a test, a bare `msaflow train`)."""
+    record = paths.code / "train.json"
+    return text_digest(record.read_text(encoding="utf-8")) if record.is_file() else None
 
 
 def _loader(ds: H5Dataset, batch_size: int, shuffle: bool, workers: int, seed: int) -> DataLoader:
@@ -351,8 +362,9 @@ def train_model(params: Params, paths: Paths, model_name: str) -> dict[str, Any]
     # The curves folder is a stage output even when every seed is already up to date.
     (paths.report(model_name) / "train").mkdir(parents=True, exist_ok=True)
     scale = scale_of(params.train)
+    code = code_digest(paths)
     for seed in params.train.seeds:
-        phash = params_hash(model_name, config, settings, seed, spec, scale)
+        phash = params_hash(model_name, config, settings, seed, spec, scale, code)
         final = paths.checkpoint(model_name, seed)
         if final.is_file():
             old = torch.load(final, map_location="cpu", weights_only=True)

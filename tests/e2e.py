@@ -15,9 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from config.load import set_dotted
+from runtime.experiments import set_in_place
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -100,11 +98,9 @@ def commit_copy(repo: Path) -> dict:
 
 
 def set_params(path: Path, values: dict[str, object]) -> None:
-    """Write dotted ``values`` into the params file (as ``-S`` overrides are set)."""
-    raw = yaml.safe_load(path.read_text())
-    for key, value in values.items():
-        set_dotted(raw, key, value)
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    """Set dotted ``values`` in the params file in place, its comments and layout kept (as
+    ``msaflow exp apply`` sets an experiment's)."""
+    path.write_text(set_in_place(path.read_text(), values, []))
 
 
 def build(where: Path) -> TinyDemo:

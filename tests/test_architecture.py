@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 import importlib
 import pkgutil
-import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,66 +15,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks import features, sources, stages
+from tasks import codedeps, features, sources, stages
 from tasks.sources import layouts
 
 ROOT = Path(__file__).resolve().parents[1]
-# Bottom to top: a package imports only the ones before it (and itself).
-LAYERS = ("config", "models", "tasks", "runtime", "flows", "msaflow")
-# The wiring that runs a stage but computes none of its outputs (not in dvc.yaml's deps).
-WIRING = ("runtime", "flows", "msaflow", "tasks.params", "tasks.stages")
+# Bottom to top: a package imports only the ones before it (and itself); the import graph is
+# the one the `code` stage reads (tasks/codedeps.py).
+LAYERS = codedeps.LAYERS
 # The stage modules: what DVC's stages and the flows call. They must not name a plugin.
 STAGE_MODULES = ("ingest", "extract", "cache", "train", "evaluate", "predict", "retrain")
-DOTTED = re.compile(r"^[a-z_]+(\.[a-z_0-9]+)+(:[A-Za-z_][A-Za-z_0-9]*)?$")
-
-
-def _modules(root: Path = ROOT) -> dict[str, Path]:
-    found = {}
-    for package in LAYERS:
-        for path in sorted((root / package).rglob("*.py")):
-            parts = path.relative_to(root).with_suffix("").parts
-            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-            found[name] = path
-    return found
-
-
-def _resolve(candidate: str, known: set[str]) -> str | None:
-    while candidate and candidate not in known:
-        candidate = candidate.rpartition(".")[0]
-    return candidate or None
-
-
-def _imports(name: str, path: Path, known: set[str]) -> set[str]:
-    """Project modules ``name`` names anywhere in its file: imports (lazy ones included)
-    and strings that spell a module (``"tasks.train:train_model"``, a registry line)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    targets: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            candidates = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                up = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*up, base] if base else up)
-            candidates = [f"{base}.{a.name}" for a in node.names] + [base]
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) \
-                and DOTTED.match(node.value) and node.value.split(".")[0] in LAYERS:
-            candidates = [node.value.partition(":")[0]]
-        else:
-            continue
-        for candidate in candidates:
-            found = _resolve(candidate, known)
-            if found and found != name and not name.startswith(found + "."):
-                targets.add(found)
-    return targets
+_imports = codedeps.imports
 
 
 def _graph(root: Path = ROOT) -> tuple[dict[str, Path], dict[str, set[str]]]:
-    modules = _modules(root)
-    known = set(modules)
-    return modules, {name: _imports(name, path, known) for name, path in modules.items()}
+    return codedeps.graph(root)
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -217,8 +171,8 @@ def test_params_validation_imports_no_heavy_package() -> None:
 
 def test_stage_table_and_dvc_yaml_agree() -> None:
     order = [s.name for s in stages.order(ROOT / "dvc.yaml")]
-    assert order == ["demo", "ingest", "extract", "cache", "train", "evaluate", "robustness",
-                     "report"]
+    assert order == ["code", "demo", "ingest", "extract", "cache", "train", "evaluate",
+                     "robustness", "report"]
     doc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for stage in stages.STAGES:
         entry = doc[stage.name]
@@ -236,10 +190,10 @@ def test_a_stage_added_to_the_table_shows_up_in_the_cli_flows_and_pipeline(
     from msaflow.cli import build_parser
 
     hello = stages.Stage("hello", "say hello to the dataset", "tests.test_architecture:hello")
-    monkeypatch.setattr(stages, "STAGES", (*stages.STAGES[:4], hello, *stages.STAGES[4:]))
+    monkeypatch.setattr(stages, "STAGES", (*stages.STAGES[:5], hello, *stages.STAGES[5:]))
     doc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     listed = list(doc["stages"].items())
-    doc["stages"] = dict([*listed[:4], ("hello", {"cmd": "msaflow hello"}), *listed[4:]])
+    doc["stages"] = dict([*listed[:5], ("hello", {"cmd": "msaflow hello"}), *listed[5:]])
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
 
     parser = build_parser()
@@ -258,25 +212,6 @@ def hello(params, paths) -> dict:
     return {"greeted": params.dataset.name}
 
 
-def _dvc_code_deps(stage: dict) -> list[str]:
-    return [d for d in stage.get("deps", [])
-            if isinstance(d, str) and d.split("/")[0] in LAYERS]
-
-
-def _reach(start: str, graph: dict[str, set[str]]) -> set[str]:
-    """``start`` and every module it reaches, and the packages they sit in (whose
-    ``__init__`` runs on import; a top-level package's holds nothing but its docstring)."""
-    seen, todo = set(), [start]
-    while todo:
-        module = todo.pop()
-        if module in seen or module.startswith(WIRING):
-            continue
-        seen.add(module)
-        todo += graph[module]
-    parents = {m.rsplit(".", k)[0] for m in seen for k in range(1, m.count("."))}
-    return {m for m in seen | {p for p in parents if p in graph} if "." in m}
-
-
 def test_top_level_packages_run_no_code_on_import() -> None:
     """Their ``__init__`` is a docstring (msaflow's adds its version): a stage's deps need
     not list them."""
@@ -287,25 +222,41 @@ def test_top_level_packages_run_no_code_on_import() -> None:
                    for n in body), package
 
 
-def test_dvc_yaml_deps_follow_the_stages_imports() -> None:
-    """Each stage's project modules (what its work function's module imports, transitively,
-    registry plugins and lazy imports included) are exactly what dvc.yaml's code deps hold:
-    none missing, none listed that the stage does not use."""
-    modules, graph = _graph()
+def test_each_stage_depends_on_its_own_code_and_no_module_by_hand() -> None:
+    """dvc.yaml: the `code` stage depends on the code packages; every other stage on its own
+    data/code/<stage>.json and on no project module directly."""
     doc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    problems = []
-    for stage in stages.STAGES:
-        entry = doc[stage.name].get("do") or doc[stage.name]
-        deps = _dvc_code_deps(entry)
-        used = {str(modules[m].relative_to(ROOT))
-                for m in _reach(stage.work.partition(":")[0], graph)}
-        for path in sorted(used):
-            if not any(path == d or path.startswith(d.rstrip("/") + "/") for d in deps):
-                problems.append(f"{stage.name}: dvc.yaml misses {path}")
-        for dep in deps:
-            if not any(p == dep or p.startswith(dep.rstrip("/") + "/") for p in used):
-                problems.append(f"{stage.name}: dvc.yaml lists {dep}, which it does not use")
-    assert problems == []
+    assert doc["code"]["deps"] == list(codedeps.CODE)
+    for stage in stages.STAGES[1:]:
+        deps = (doc[stage.name].get("do") or doc[stage.name])["deps"]
+        assert f"data/code/{stage.name}.json" in deps, stage.name
+        assert not [d for d in deps if d.split("/")[0] in LAYERS], stage.name
+
+
+def test_a_stages_code_is_what_its_work_reaches(tmp_path: Path) -> None:
+    """Lazy imports and registry lines count; the wiring and other stages' modules do not;
+    editing a module changes the hashes of exactly the stages that run it."""
+    works = {s.name: s.work for s in stages.STAGES if s.name != "code"}
+    code = codedeps.stage_code(ROOT, works)
+    assert set(code) == {s.name for s in stages.STAGES} - {"code"}
+    assert "tasks/report/html.py" in code["report"]  # imported inside write_report
+    assert "tasks/features/librosa.py" in code["extract"]  # a registry line
+    assert "models/fasca_net/model.py" in code["train"]  # a registry line
+    assert not any(p.startswith(("runtime/", "flows/", "msaflow/")) for c in code.values()
+                   for p in c)
+    assert "tasks/extract.py" not in code["report"] and "tasks/report/html.py" not in \
+        code["extract"]
+    assert not any(p in ("config/__init__.py", "tasks/__init__.py") for c in code.values()
+                   for p in c)
+    copy = tmp_path / "repo"
+    for package in codedeps.CODE:
+        shutil.copytree(ROOT / package, copy / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    assert codedeps.stage_code(copy, works) == code
+    html = copy / "tasks/report/html.py"
+    html.write_text(html.read_text() + "\n# an edit\n")
+    changed = {s for s, files in codedeps.stage_code(copy, works).items() if files != code[s]}
+    assert changed == {"report"}
 
 
 # --------------------------------------------------------------------------- plugins

@@ -25,26 +25,46 @@ def test_dvc_repro_end_to_end(tiny_demo: TinyDemo, tmp_path: Path) -> None:
         metrics = json.loads((repo / f"reports/demo/{model}/metrics.json").read_text())
         assert set(metrics) >= {"valid", "test"}
         assert "MAE" in metrics["test"] and "Corr" in metrics["test"]
-        assert (repo / f"reports/demo/{model}/pred_vs_true.png").stat().st_size > 0
+        assert (repo / f"reports/plots_demo/pred_vs_true/{model}.png").stat().st_size > 0
         assert (repo / f"data/checkpoints/demo/{model}/seed0.ckpt").is_file()
     summary = (repo / "reports/summary_demo.md").read_text()
     assert "late_fusion" in summary and "demo: robustness (Has0_acc_2" in summary
     assert (repo / "reports/robustness_demo.png").stat().st_size > 0
-    # The robustness curves are DVC plots: `dvc plots show` reads them, test split as y.
+    # What DVC shows is legible: the headline file of each model as metrics, one row an
+    # experiment; the plots declared once (valid curves per model, robustness with every
+    # model on one axis, predicted against true per model).
     shown = json.loads(
         run([str(BIN / "dvc"), "plots", "show", "--json"], repo, env).stdout)["data"]
-    for model in models:
-        doc = json.loads((repo / f"reports/demo/{model}/robustness.json").read_text())
-        metrics = json.loads((repo / f"reports/demo/{model}/metrics.json").read_text())
-        assert doc["conditions"]["missing:0"]["test"] == metrics["test"]
-        for kind, axis in (("missing", "rate"), ("noise", "level")):
-            key = f"reports/demo/{model}/robustness_{kind}.csv"
-            (plot,) = shown[key]
-            values = plot["content"]["data"]["values"]
-            assert [float(v[axis]) for v in values] == [0.0, 0.5]
-            assert [float(v["test"]) for v in values] == pytest.approx(
+    assert sorted(shown) == sorted([
+        *(f"reports/plots_demo/valid/{m}.csv" for m in models),
+        *(f"reports/plots_demo/pred_vs_true/{m}.png" for m in models),
+        "reports/plots_demo/robustness_missing.csv", "reports/plots_demo/robustness_noise.csv"])
+    for kind, axis in (("missing", "rate"), ("noise", "level")):
+        (plot,) = shown[f"reports/plots_demo/robustness_{kind}.csv"]
+        values = plot["content"]["data"]["values"]
+        assert {v["series"] for v in values} == set(models)  # one axis, every model
+        for model in models:
+            doc = json.loads((repo / f"reports/demo/{model}/robustness.json").read_text())
+            mine = [v for v in values if v["series"] == model]
+            assert [float(v[axis]) for v in mine] == [0.0, 0.5]
+            assert [float(v["accuracy"]) for v in mine] == pytest.approx(
                 [doc["conditions"][f"{kind}:{x:g}"]["test"]["Has0_acc_2"] for x in (0, 0.5)],
                 abs=1e-5)
+    (valid,) = shown["reports/plots_demo/valid/late_fusion.csv"]
+    assert {v["series"] for v in valid["content"]["data"]["values"]} == {"seed 0"}
+    exp = json.loads(run([str(BIN / "dvc"), "exp", "show", "--json"], repo, env).stdout)
+    metrics_files = exp[0]["data"]["metrics"]
+    assert sorted(metrics_files) == [f"reports/headline_demo/{m}.json" for m in sorted(models)]
+    for model in models:
+        head = metrics_files[f"reports/headline_demo/{model}.json"]["data"]
+        evaluated = json.loads((repo / f"reports/demo/{model}/metrics.json").read_text())
+        assert head["test"] == {k: evaluated["test"][k] for k in ("MAE", "Has0_acc_2")}
+        assert head["valid"] == {"MAE": evaluated["valid"]["MAE"]}
+        assert set(head["robustness"]) == {"relative_missing", "relative_noise"}
+    table = run([str(BIN / "dvc"), "exp", "show", "--md"], repo, env).stdout.splitlines()
+    columns = table[0].count("|") - 1
+    # the demo's six models add 4 × (5 metrics + 1 checkpoint dep) to these two models'
+    assert columns + 4 * 6 <= 150, (columns, table[0])
     for variant in ("aligned", "unaligned"):
         assert (repo / f"data/processed/demo/{variant}.h5").is_file()
     csds = {p.name for p in (repo / "data/interim/demo/csd").iterdir()}

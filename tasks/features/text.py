@@ -214,7 +214,8 @@ def compute(clip: ClipInput, section: Any) -> tuple[dict[str, np.ndarray], list[
             raise ExtractError(f"empty transcript, and asr:{heard.engine} heard no words")
         text, source = " ".join(words), f"asr:{heard.engine}"
         counts["recognized"] = 1
-        warnings.append(f"empty transcript: {len(words)} words from {source}")
+        warnings.append(f"no transcript given: speech recognition ({source}) heard "
+                        f"{len(words)} words")
     elif text.strip() and section.timing == "forced":
         words = split_words(text)
         try:

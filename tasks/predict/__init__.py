@@ -27,6 +27,7 @@ from config.paths import Paths
 from config.schema import Params
 from tasks import extract, features
 from tasks.cache import prepare
+from tasks.demo import DEMO_WARNING, is_demo
 from tasks.features import MODALITIES
 from tasks.formats.dataset import H5Dataset
 from tasks.formats.hdf5 import NORM_STREAMS, SplitWriter
@@ -97,16 +98,24 @@ def _score(entry: dict[str, Any], outs: list[np.ndarray], ens: Ensemble) -> None
     )
 
 
+def transcript_kind(source: str | None) -> str:
+    """Where a video's transcript came from, as the terminal shows it: ``typed`` (--text or
+    --transcripts), ``asr:<engine>`` (speech recognition), ``none``."""
+    if source is None:
+        return "none"
+    return source if source.startswith("asr:") else "typed"
+
+
 def format_table(entries: list[dict[str, Any]]) -> str:
     """A few aligned columns per video for the terminal."""
     width = max([len("video"), *(len(Path(e["path"]).name) for e in entries)])
-    lines = [f"{'video':<{width}}  transcript  prediction"]
+    lines = [f"{'video':<{width}}  {'transcript':<16}  prediction"]
     for e in entries:
         name = Path(e["path"]).name
         if "error" in e:
-            lines.append(f"{name:<{width}}  {'-':<10}  error: {e['error']}")
+            lines.append(f"{name:<{width}}  {'-':<16}  error: {e['error']}")
             continue
-        has_text = "yes" if e["transcript"] is not None else "none"
+        has_text = transcript_kind(e.get("transcript_source"))
         if "score" in e:
             seeds = " ".join(f"{s:+.3f}" for s in e["seed_scores"])
             what = f"{e['score']:+.3f} {e['polarity']}"
@@ -116,7 +125,7 @@ def format_table(entries: list[dict[str, Any]]) -> str:
             what = f"{e['class']} {e['probabilities'][e['class']]:.2f}"
         if e.get("absent"):
             what += f"  [absent: {', '.join(e['absent'])}]"
-        lines.append(f"{name:<{width}}  {has_text:<10}  {what}")
+        lines.append(f"{name:<{width}}  {has_text:<16}  {what}")
     return "\n".join(lines)
 
 
@@ -152,6 +161,9 @@ def predict_videos(
         )
     table = read_transcripts(transcripts) if transcripts is not None else None
     ens = load_ensemble(find_checkpoints(paths, model, checkpoint), model)
+    demo = is_demo(ens.params.get("dataset") or {})
+    if demo:
+        print(f"warning: {ens.model} was {DEMO_WARNING}")
     check_params(ens, params)
     used = prepare_params(ens, params)
     extract_cfg = asr_for(params, asr)
@@ -173,6 +185,8 @@ def predict_videos(
                         f.create_dataset(key, data=stats[key][()])
             for video in videos:
                 entry = _entry(str(video), ens)
+                if demo:
+                    entry["notes"] = [DEMO_WARNING]
                 said, text_notes = (transcript_for(Path(video), table) if table is not None
                                     else (text, []))
                 said = said if said and said.strip() else None
@@ -197,7 +211,7 @@ def predict_videos(
                     notes.append(ALIGNED_NO_WORDS)
                     absent = list(MODALITIES)  # no word: no aligned audio or vision row
                 entry["absent"] = absent
-                entry["notes"] = notes
+                entry["notes"] = ([DEMO_WARNING] if demo else []) + notes
                 writer.append(f"video{len(scored)}", said or "", math.nan, -1, rows)
                 scored.append(len(entries))
                 entries.append(entry)
@@ -217,10 +231,13 @@ def predict_videos(
         "checkpoints": [str(p) for p in ens.paths],
         "videos": len(entries),
         "failed": failed,
+        **({"warning": f"{ens.model} was {DEMO_WARNING}"} if demo else {}),
         "predictions": entries,
     }
     write_json_atomic(out, doc)
     print("\n" + format_table(entries))  # own line under a Prefect log prefix
     print(f"{len(entries) - failed} of {len(entries)} video(s) scored → {out}")
+    if demo:
+        print(f"warning: {ens.model} was {DEMO_WARNING}")
     return doc
 

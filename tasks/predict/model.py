@@ -15,6 +15,7 @@ from typing import Any
 import h5py
 from pydantic import ValidationError
 
+from config.errors import NotInWorkspace
 from config.overrides import flatten
 from config.paths import Paths, checkpoint_seed
 from config.schema import CacheParams, DatasetParams, ExtractParams, Params
@@ -33,6 +34,10 @@ ASR_KEYS = ("extract.text.asr", "extract.text.asr_model")
 
 class PredictError(ValueError):
     """Inputs predict cannot use at all; the message names the file / key and the fix."""
+
+
+class CheckpointsMissing(NotInWorkspace, PredictError):
+    """No trained checkpoint of the model for the dataset in the workspace (``path``)."""
 
 
 class VideoError(ValueError):
@@ -91,10 +96,9 @@ def find_checkpoints(paths: Paths, model: str, checkpoint: str | Path | None = N
             if checkpoint is None
             else "pass a seed<k>.ckpt file or the folder `msaflow train` writes them to"
         )
-        raise PredictError(
+        raise CheckpointsMissing(
             f"{folder}: no trained checkpoint (seed<k>.ckpt) of model {model!r} for dataset "
-            f"{paths.dataset!r}; {how}"
-        )
+            f"{paths.dataset!r}; {how}", folder)
     return found
 
 

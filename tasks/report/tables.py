@@ -1,23 +1,20 @@
-"""Stage `report`: the tables across models and every model's robustness curves.
+"""The report's tables: test metrics across models and their robustness.
 
-Reads what `evaluate` and `robustness` wrote per model (``reports/<ds>/<model>/metrics.json``,
-``robustness.json``) and writes ``reports/summary_<ds>.md`` (test metrics, mean ± std over
-seeds; the robustness table with effective robustness against ``robustness.reference``) and
-``reports/robustness_<ds>.png`` (every model's curves on shared axes).
+From what `evaluate` and `robustness` wrote per model (``reports/<ds>/<model>/metrics.json``,
+``robustness.json``): ``reports/summary_<ds>.md`` (test metrics, mean ± std over seeds, or
+the one seed's value; the robustness table with effective robustness against
+``robustness.reference``), and the rows the HTML report shows.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from config.paths import Paths
 from config.schema import Params
-from tasks.io import atomic_path, write_text_atomic
-from tasks.metrics import scheme_for
+from tasks.io import write_text_atomic
+from tasks.metrics import kind as metrics_kind
 
 # Summary columns per kind of metrics.json: (split, metric, header).
 SUMMARY_COLUMNS = {
@@ -51,16 +48,16 @@ SUMMARY_COLUMNS = {
 }
 
 
-def _cell(split_metrics: dict[str, Any], key: str) -> str:
+def cell(split_metrics: dict[str, Any], key: str, seeds: Any = None) -> str:
+    """``mean ± std`` over seeds; one seed's value alone (its std says nothing)."""
     mean, std = split_metrics.get(key), split_metrics.get(f"{key}_std")
     if mean is None:
         return "–"
-    return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
+    return f"{mean:.4f} ± {std:.4f}" if std is not None and seeds != 1 else f"{mean:.4f}"
 
-def summary_markdown(params: Params, paths: Paths) -> str:
-    """Markdown table (mean ± std over seeds) of every evaluated model, then the robustness
-    table of every model the robustness stage scored; written and returned. Draws
-    ``reports/robustness_<ds>.png`` (every model's curves) when there is one."""
+
+def evaluated(params: Params, paths: Paths) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Each model's ``metrics.json`` (the models evaluate has scored), and the others."""
     found: dict[str, dict[str, Any]] = {}
     absent = []
     for name in params.train.models:
@@ -69,24 +66,39 @@ def summary_markdown(params: Params, paths: Paths) -> str:
             found[name] = json.loads(path.read_text(encoding="utf-8"))
         else:
             absent.append(name)
-    if params.dataset.task == "classification":
-        kind = "classification"
-    else:
-        kind = scheme_for(tuple(params.dataset.label_range))
-    columns = SUMMARY_COLUMNS[kind]
+    return found, absent
+
+
+def columns(params: Params) -> list[tuple[str, str, str]]:
+    """The summary's columns for this dataset's kind of metrics: (split, metric, header)."""
+    return SUMMARY_COLUMNS[metrics_kind(params.dataset.task, tuple(params.dataset.label_range))]
+
+def summary_markdown(params: Params, paths: Paths, notes: list[str] | None = None) -> str:
+    """Markdown table (mean ± std over seeds) of every evaluated model, ``notes`` (warnings
+    about the data, e.g. a split too small to mean much), then the robustness table of every
+    model the robustness stage scored; written, printed and returned. Draws
+    ``reports/robustness_<ds>.png`` (every model's curves) when there is one."""
+    from tasks.report.figures import plot_curves
+
+    found, absent = evaluated(params, paths)
+    cols = columns(params)
+    seeds = {m.get("seeds") for m in found.values()}
+    over = "one seed" if seeds == {1} else "mean ± std over seeds"
     lines = [
-        f"## {params.dataset.name}: test metrics (mean ± std over seeds)",
+        f"## {params.dataset.name}: test metrics ({over})",
         "",
-        "| model | seeds | " + " | ".join(h for _, _, h in columns) + " |",
-        "| --- | ---: | " + " | ".join("---:" for _ in columns) + " |",
+        "| model | seeds | " + " | ".join(h for _, _, h in cols) + " |",
+        "| --- | ---: | " + " | ".join("---:" for _ in cols) + " |",
     ]
     for name, m in found.items():
-        cells = [_cell(m.get(split, {}), key) for split, key, _ in columns]
+        cells = [cell(m.get(split, {}), key, m.get("seeds")) for split, key, _ in cols]
         lines.append(f"| {name} | {m.get('seeds', '?')} | " + " | ".join(cells) + " |")
     if not found:
-        lines.append("| (no model evaluated yet) | | " + " | ".join("" for _ in columns) + " |")
+        lines.append("| (no model evaluated yet) | | " + " | ".join("" for _ in cols) + " |")
     if absent:
         lines += ["", f"Not evaluated: {', '.join(absent)}."]
+    if notes:
+        lines += ["", *(f"**Warning:** {note}" for note in notes)]
     table = "\n".join(lines) + "\n"
     robust, _ = robustness_table(params, paths)
     if robust:
@@ -143,68 +155,26 @@ def robustness_table(params: Params, paths: Paths) -> tuple[str, dict[str, dict[
     ]
     return "\n".join(lines) + "\n", found
 
-def plot_curves(params: Params, paths: Paths, out: Path) -> Path | None:
-    """One figure: every model's headline metric against missing rate and noise level."""
-    import matplotlib
 
-    matplotlib.use("Agg")  # headless: stages run without a display
-    import matplotlib.pyplot as plt
+def write_headlines(params: Params, paths: Paths, found: dict[str, dict[str, Any]],
+                    robust: dict[str, dict[str, Any]]) -> list[str]:
+    """``reports/headline_<ds>/<model>.json`` per evaluated model, what DVC shows (``dvc exp
+    show``, ``dvc metrics diff``): the first headline metric and the accuracy on test (mean
+    over seeds; :func:`tasks.metrics.dvc_headline`), the first on valid, and the relative
+    robustness to missing and to noisy input. Every other figure stays in the model's
+    ``metrics.json`` / ``robustness.json`` (and the summary). The models written."""
+    from tasks.io import atomic_dir, write_json_atomic
+    from tasks.metrics import dvc_headline
 
-    docs = {}
-    for name in params.train.models:
-        path = paths.robustness(name)
-        if path.is_file():
-            docs[name] = json.loads(path.read_text(encoding="utf-8"))
-    if not docs:
-        return None
-    cfg = params.robustness
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), dpi=100,
-                             gridspec_kw={"width_ratios": [1, 1, 1.1]})
-    axes[1].sharey(axes[0])  # the bars keep their own axis, from 0
-    for ax, (kind, grid, label, title) in zip(
-        axes, (("missing", cfg.rates, "missing rate", "missing tokens and frames"),
-               ("noise", cfg.levels, "noise std (× train std)", "noisy audio and vision")),
-        strict=False,
-    ):
-        for name, doc in docs.items():
-            split, key = doc["summary"]["split"], doc["headline"]
-            cells = [doc["conditions"][f"{kind}:{float(v):g}"][split] for v in grid]
-            ys = np.array([c[key] for c in cells], np.float64)
-            sd = np.array([c.get(f"{key}_std") or 0.0 for c in cells], np.float64)
-            (line,) = ax.plot(grid, ys, marker="o", markersize=3, label=name)
-            ax.fill_between(grid, ys - sd, ys + sd, color=line.get_color(), alpha=0.12)
-        ax.set_xlabel(label)
-        ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.3)
-    # absent modalities: grouped bars, one group per condition
-    bars = axes[2]
-    groups = ["clean", "absent_text", "absent_audio", "absent_vision", "absent_all"]
-    width = 0.8 / len(docs)
-    for i, (name, doc) in enumerate(docs.items()):
-        vals = [doc["summary"].get(g) for g in groups]
-        xs = np.arange(len(groups)) + (i - (len(docs) - 1) / 2) * width
-        bars.bar(xs, [v if v is not None else np.nan for v in vals], width, label=name)
-    bars.set_xticks(np.arange(len(groups)),
-                    ["clean", "no text", "no audio", "no vision", "none"], fontsize=9)
-    bars.set_title("absent modalities", fontsize=10)
-    bars.grid(alpha=0.3, axis="y")
-    axes[0].legend(fontsize=8, loc="lower left")
-    first = next(iter(docs.values()))
-    axes[0].set_ylabel(f"{first['headline']} ({first['summary']['split']})")
-    fig.suptitle(f"{params.dataset.name}: robustness (mean over seeds and draws; band: ± std)",
-                 fontsize=10)
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return out
-
-
-def write_report(params: Params, paths: Paths) -> dict[str, Any]:
-    """The `report` stage: the summary tables (printed and written) and the figure."""
-    summary_markdown(params, paths)
-    artifacts = {"Test metrics and robustness per model": str(paths.summary)}
-    if paths.robustness_figure.is_file():
-        artifacts[f"{params.dataset.name}: robustness curves"] = str(paths.robustness_figure)
-    return {"models": len(params.train.models), "summary": str(paths.summary),
-            "artifacts": artifacts}
+    first, accuracy = dvc_headline(params.dataset.task, tuple(params.dataset.label_range))
+    with atomic_dir(paths.headlines) as tmp:
+        for model, evaluated in found.items():
+            test, valid = evaluated.get("test", {}), evaluated.get("valid", {})
+            summary = robust.get(model, {})
+            write_json_atomic(tmp / f"{model}.json", {
+                "test": {k: test[k] for k in (first, accuracy) if k in test},
+                "valid": {k: valid[k] for k in (first,) if k in valid},
+                "robustness": {k: summary[k] for k in ("relative_missing", "relative_noise")
+                               if k in summary},
+            })
+    return list(found)

@@ -264,6 +264,10 @@ def test_without_a_transcript_speech_recognition_gives_the_text(setting, tmp_pat
         (entry,) = doc["predictions"]
         assert entry["transcript_source"] == "asr:pocketsphinx"
         assert {"film", "acting"} & set(entry["transcript"].split())
+        # the note says what happened; the terminal names the engine
+        assert any(n.startswith("text: no transcript given: speech recognition "
+                                "(asr:pocketsphinx) heard ") for n in entry["notes"])
+        assert "asr:pocketsphinx" in predict_mod.format_table(doc["predictions"])
         assert np.isfinite(entry["score"])
         assert predict_mod.ALIGNED_NO_WORDS not in entry.get("notes", [])
     with pytest.raises(PredictError, match="--asr whisper: .*asr_model"):

@@ -13,7 +13,8 @@ from config.errors import ParamsError
 from tasks.evaluate import evaluate_model
 from tasks.formats.dataset import H5Dataset
 from tasks.params import load_params
-from tasks.report import robustness_table, summary_markdown
+from tasks.report import robustness_table, summary_markdown, write_report
+from tasks.report.plots import robustness_frames
 from tasks.robustness import Condition, conditions, corrupt, evaluate_robustness
 from tasks.train import train_model
 from tasks.training import checkpoint
@@ -145,18 +146,20 @@ def test_rate_zero_is_evaluate_exactly(scored) -> None:
 def test_same_seed_same_numbers_and_curves(scored) -> None:
     params, paths, _ = scored
     report = paths.report("late_fusion")
-    first = (report / "robustness.json").read_bytes()
-    curves = {k: (report / f"robustness_{k}.csv").read_bytes() for k in ("missing", "noise")}
+    written = [report / "robustness.json", paths.clip_conditions("late_fusion")]
+    first = {p: p.read_bytes() for p in written}
     evaluate_robustness(params, paths, "late_fusion")
-    assert (report / "robustness.json").read_bytes() == first
-    doc = json.loads(first)
+    assert {p: p.read_bytes() for p in written} == first
+    doc = json.loads(first[report / "robustness.json"])
+    # the report's curves: each model a series, the robustness metric on test
+    frames = robustness_frames(params, paths)
     for kind, axis, grid in (("missing", "rate", [0.0, 0.5, 0.9]),
                              ("noise", "level", [0.0, 0.5])):
-        assert (report / f"robustness_{kind}.csv").read_bytes() == curves[kind]
-        frame = pd.read_csv(report / f"robustness_{kind}.csv")
-        assert list(frame.columns) == [axis, "valid", "test"] and frame[axis].tolist() == grid
+        frame = frames[kind]
+        assert list(frame.columns) == [axis, "accuracy", "series"]
+        assert frame[axis].tolist() == grid and set(frame["series"]) == {"late_fusion"}
         expected = [doc["conditions"][f"{kind}:{v:g}"]["test"]["Has0_acc_2"] for v in grid]
-        np.testing.assert_allclose(frame["test"], expected, atol=1e-6)
+        np.testing.assert_allclose(frame["accuracy"], expected, atol=1e-6)
     # a drawn condition averages seeds x draws: its std is over those 4 runs
     assert doc["conditions"]["missing:0.9"]["test"]["MAE_std"] is not None
     # another seed, other draws
@@ -167,6 +170,33 @@ def test_same_seed_same_numbers_and_curves(scored) -> None:
     assert changed["conditions"]["missing:0.9"] != doc["conditions"]["missing:0.9"]
     assert changed["conditions"]["absent:audio"] == doc["conditions"]["absent:audio"]
     evaluate_robustness(params, paths, "late_fusion")  # back, for the other tests
+
+
+def test_headline_and_clip_conditions(scored) -> None:
+    """The report's headline file: evaluate's headline metrics on test (the first on valid)
+    and the two relative robustness figures, nothing else; clip_conditions.csv: every clip of
+    each split, clean (= evaluate's mean prediction) and with each modality absent."""
+    params, paths, summary = scored
+    report = paths.report("late_fusion")
+    metrics = json.loads((report / "metrics.json").read_text())
+    write_report(params, paths)
+    assert sorted(p.name for p in paths.headlines.iterdir()) == ["late_fusion.json"]
+    head = json.loads(paths.headline("late_fusion").read_text())
+    assert head == {
+        "test": {k: metrics["test"][k] for k in ("MAE", "Has0_acc_2")},
+        "valid": {"MAE": metrics["valid"]["MAE"]},
+        "robustness": {"relative_missing": summary["relative_missing"],
+                       "relative_noise": summary["relative_noise"]},
+    }
+    clips = pd.read_csv(paths.clip_conditions("late_fusion"), dtype={"clip_id": str})
+    assert set(clips["condition"]) == {"clean", "absent:text", "absent:audio", "absent:vision"}
+    assert clips.groupby(["split", "condition"]).size().to_dict() == {
+        (s, c): n for s, n in (("valid", 16), ("test", 16)) for c in set(clips["condition"])}
+    pred = pd.read_csv(report / "predictions.csv", dtype={"clip_id": str})
+    mean = pred[pred["split"] == "test"].groupby("clip_id")["y_pred"].mean()
+    clean = clips[(clips["split"] == "test") & (clips["condition"] == "clean")]
+    np.testing.assert_allclose(clean.set_index("clip_id")["prediction"].loc[mean.index],
+                               mean, atol=1e-4)
 
 
 def test_all_absent_is_the_constant_input_prediction(scored) -> None:

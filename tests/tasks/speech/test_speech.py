@@ -299,7 +299,7 @@ def test_whisper_path_end_to_end(spoken, tmp_path) -> None:
     result = extract.extract_clip(_clip_row(path, ""), params.extract, tmp_path / "cache")
     assert result["status"]["text"] == "computed"
     (note,) = [e["error"] for e in result["errors"] if e["modality"] == "text"]
-    assert note.endswith("words from asr:whisper")
+    assert note.startswith("no transcript given: speech recognition (asr:whisper) heard ")
     arrays = _text_arrays(result, tmp_path / "cache")
     assert str(arrays["transcript_source"]) == "asr:whisper"
     words = arrays["words"].tolist()

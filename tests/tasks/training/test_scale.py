@@ -25,7 +25,7 @@ MODEL = "late_fusion"
 
 def _setup(base: Path, **overrides):
     over = {"train.max_epochs": 2, "train.seeds": [0], "train.accelerator": "cpu",
-            "train.models": [MODEL], "evaluate.plot": False, **overrides}
+            "train.models": [MODEL], **overrides}
     params = load_params(PARAMS, overrides=over)
     paths = Paths.from_params(params, base=base)
     make_h5(paths.h5("unaligned"), n=(40, 12, 12))

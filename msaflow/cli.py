@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from config import environment
-from config.errors import ParamsError
+from config.errors import NotInWorkspace, ParamsError
 from config.overrides import parse_assignments
 from runtime import server
 from tasks import stages
@@ -140,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("exp", "`dvc exp run --temp` on the shared Prefect server: the experiment runs "
                 "in a temporary copy, the workspace stays as it is; DVC_ARGS go to dvc (e.g. "
                 "-S KEY=VALUE, --name NAME; --queue; --workspace runs it in the workspace). "
-                "`msaflow exp show`: each experiment's changed params and test metric per "
-                "model"),
+                "`msaflow exp show`: every experiment's changed params and test metric per "
+                "model; `msaflow exp apply NAME`: its results into the workspace"),
     ]:
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("dvc_args", nargs=argparse.REMAINDER, metavar="DVC_ARGS",
@@ -287,6 +287,23 @@ def _retrain(args: argparse.Namespace, ready: Callable[[], None]) -> int:
     return 0
 
 
+def _experiments(args: list[str]) -> int:
+    """`msaflow exp show [DVC_ARGS]` and `msaflow exp apply NAME`."""
+    from runtime import experiments
+
+    if args[0] == "show":
+        return experiments.exp_show(args[1:])
+    asked = any(a in ("-h", "--help") for a in args[1:])
+    if len(args) != 2 or args[1].startswith("-"):
+        print("usage: msaflow exp apply NAME\n\nBring experiment NAME's results into the "
+              "workspace: the params it changed (set in params.yaml in place), its dvc.lock, "
+              "reports and data; the workspace's own results are committed first when no "
+              "commit holds them. Names: msaflow exp show",
+              file=sys.stdout if asked else sys.stderr)
+        return 0 if asked else 2
+    return experiments.apply(args[1])
+
+
 def _main(argv: list[str] | None = None) -> int:
     environment.apply()  # before any flow (and Prefect) is imported
     parser = build_parser()
@@ -297,11 +314,11 @@ def _main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command in ("repro", "exp"):
-            from runtime.dvc import exp_show, repro
+            from runtime.dvc import repro
 
             dvc_args = [*extra, *args.dvc_args]
-            if args.command == "exp" and dvc_args[:1] == ["show"]:
-                return exp_show(dvc_args[1:])
+            if args.command == "exp" and dvc_args[:1] in (["show"], ["apply"]):
+                return _experiments(dvc_args)
             command = ("repro",) if args.command == "repro" else ("exp", "run")
             return repro(dvc_args, command)
         if args.command == "server":
@@ -326,7 +343,7 @@ def _main(argv: list[str] | None = None) -> int:
             raise ParamsError(f"{args.params}: models.{args.model}: no such model section")
         return _run(args, over)
     except ParamsError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {err}{_elsewhere(err)}", file=sys.stderr)
         return 2
     except (server.ServerError, OutputError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -334,8 +351,20 @@ def _main(argv: list[str] | None = None) -> int:
     except Exception as err:  # a stage failed: one readable line; the flow log has the rest
         if os.environ.get("MSAFLOW_DEBUG"):
             raise
-        print(f"error: {args.command} failed: {type(err).__name__}: {err}", file=sys.stderr)
+        print(f"error: {args.command} failed: {type(err).__name__}: {err}{_elsewhere(err)}",
+              file=sys.stderr)
         return 1
+
+
+def _elsewhere(err: BaseException) -> str:
+    """For an artifact the workspace lacks: the experiment that made it, and how to bring it
+    in ("" when none did, or for another error)."""
+    if not isinstance(err, NotInWorkspace):
+        return ""
+    from runtime.experiments import hint
+
+    found = hint(err.path)
+    return f"\n  {found}" if found else ""
 
 
 if __name__ == "__main__":

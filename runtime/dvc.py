@@ -7,7 +7,6 @@ The CLI calls these, and so do the retrain flow (``dvc repro``) and the whole-pi
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -18,8 +17,7 @@ import threading
 import time
 from typing import Any
 
-from config.overrides import flatten
-from runtime import server
+from runtime import server, vega
 
 
 def git_identity_missing() -> list[str]:
@@ -71,7 +69,7 @@ def exp_run_args(dvc_args: list[str]) -> tuple[list[str], list[str]]:
     elif not any(a in EXP_PLACES for a in args):
         args.insert(0, "--temp")
         notes.append("running in a temporary copy: the workspace stays as it is (compare: "
-                     "`msaflow exp show`; bring the results in: `dvc exp apply NAME`)")
+                     "`msaflow exp show`; bring the results in: `msaflow exp apply NAME`)")
     for i, arg in enumerate(args[:-1]):
         if arg not in ("-S", "--set-param"):
             continue
@@ -175,6 +173,8 @@ def stop_group(process: subprocess.Popen, steps=STOP_STEPS) -> int:
 
 
 STAGE_LINE = re.compile(r"^(Running stage|Stage) '([^']+)'( is cached)?")
+# DVC's warning, before an experiment runs, for each output it has no hash of yet
+NO_HASH = re.compile(r"^WARNING: No file hash info found for '.*'\. It won't be created\.$")
 
 
 class StageClock:
@@ -230,6 +230,7 @@ def run_dvc(argv: list[str], clock: StageClock | None = None,
         env["PYTHONUNBUFFERED"] = "1"
     process = subprocess.Popen(argv, env=env, start_new_session=True,
                                stdout=subprocess.PIPE if clock is not None else None,
+                               stderr=subprocess.STDOUT if clock is not None else None,
                                text=True, bufsize=1)
     # `kill` (SIGTERM) stops it the same way as Ctrl-C: dvc runs in its own process group,
     # which a signal to this process alone would not reach.
@@ -238,7 +239,15 @@ def run_dvc(argv: list[str], clock: StageClock | None = None,
         previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         if clock is not None:
+            unmade = 0
             for text in process.stdout:
+                if NO_HASH.search(text):  # an output no earlier run made (a new dataset's)
+                    unmade += 1
+                    continue
+                if unmade > 0 and STAGE_LINE.match(text):
+                    print(f"msaflow: {unmade} output(s) of this DAG have no earlier result "
+                          "here (a new dataset, a new stage): this run makes them")
+                    unmade = -1
                 clock.line(text)
                 sys.stdout.write(text)
                 sys.stdout.flush()
@@ -286,10 +295,11 @@ def repro(dvc_args: list[str], command: tuple[str, ...] = ("repro",)) -> int:
         for note in notes:
             print(f"msaflow exp: {note}")
         if lock_uncommitted():
-            print("msaflow exp: dvc.lock holds results no commit has; before `dvc exp apply`, "
-                  "keep them: git add dvc.lock reports && git commit -m \"results on this "
-                  "machine\"")
+            print("msaflow exp: dvc.lock holds results no commit has; `msaflow exp apply` "
+                  "commits them before it brings an experiment in (or now: git add dvc.lock "
+                  "reports && git commit -m \"results on this machine\")")
     start = time.perf_counter()
+    vega.write_template()  # `dvc plots show` renders offline (once; make install writes it)
     clock = StageClock()
     url = server.ensure()
     print(f"Prefect server: {url.removesuffix('/api')} (open it to watch the stages' flow runs)")
@@ -320,84 +330,3 @@ def record_in_dvc() -> None:
     result = subprocess.run([dvc, "commit", "--force", "--quiet"], check=False)
     if result.returncode != 0:
         print(f"dvc commit exited {result.returncode}: dvc.lock not updated")
-
-
-def _headline(test: dict) -> tuple[str, float] | None:
-    """The test metric a row shows for a model: the first headline metric it reports (MAE
-    for regression, F1_weighted for classification)."""
-    from tasks.metrics import HEADLINE
-
-    for name in dict.fromkeys(metrics[0] for metrics in HEADLINE.values()):
-        if isinstance(test.get(name), int | float):
-            return name, float(test[name])
-    return None
-
-
-def exp_rows(shown: list[dict]) -> list[dict]:
-    """`dvc exp show --json` as rows: name, params (flat), {model: (metric, value)}."""
-    rows = []
-
-    def add(name: str, data: dict | None, error: Any) -> None:
-        data = data or {}
-        params = flatten(data.get("params", {}).get("params.yaml", {}).get("data", {}))
-        scores: dict[str, tuple[str, float] | None] = {}
-        for path, entry in (data.get("metrics") or {}).items():
-            parts = path.split("/")
-            if len(parts) == 4 and parts[0] == "reports" and parts[3] == "metrics.json":
-                test = ((entry or {}).get("data") or {}).get("test") or {}
-                scores[parts[2]] = _headline(test)
-        rows.append({"name": name, "params": params, "scores": scores, "error": bool(error)})
-
-    for base in shown:
-        rev = base.get("rev") or ""
-        add(base.get("name") or (rev if rev == "workspace" else rev[:7]), base.get("data"),
-            base.get("error"))
-        for exp in base.get("experiments") or []:
-            for rev in exp.get("revs") or []:
-                add(rev.get("name") or rev["rev"][:7], rev.get("data"), rev.get("error"))
-    return rows
-
-
-def exp_table(rows: list[dict]) -> str:
-    """A markdown table comparing experiments: the params each changed against the
-    baseline (the commit, else the workspace) and each model's headline test metric."""
-    if not rows:
-        return "no experiments"
-    base = rows[1] if len(rows) > 1 and rows[0]["name"] == "workspace" else rows[0]
-    models: list[str] = []
-    for row in rows:
-        models += [m for m in row["scores"] if m not in models]
-    head = ["experiment", "changed params", *models]
-    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(
-        ["---", "---", *["---:"] * len(models)]) + " |"]
-    for row in rows:
-        changed = [f"{k}={row['params'][k]}" for k in row["params"]
-                   if row["params"][k] != base["params"].get(k)]
-        cells = []
-        for model in models:
-            score = row["scores"].get(model)
-            if score is None:
-                cells.append("—")
-            else:
-                metric, value = score
-                cells.append(f"{value:.3f}" if metric == "MAE" else f"{metric} {value:.3f}")
-        label = row["name"] + (" (error)" if row["error"] else "")
-        lines.append("| " + " | ".join([label, ", ".join(changed) or "", *cells]) + " |")
-    return "\n".join(lines)
-
-
-def exp_show(dvc_args: list[str]) -> int:
-    """`msaflow exp show`: every experiment's changed params and test metric per model."""
-    dvc = shutil.which("dvc")
-    if dvc is None:
-        print("msaflow: `dvc` not found on PATH (activate the venv: . .venv/bin/activate)")
-        return 2
-    proc = subprocess.run([dvc, "exp", "show", "--json", *dvc_args], capture_output=True,
-                          text=True, check=False)
-    if proc.returncode != 0:
-        print(proc.stderr.strip() or proc.stdout.strip())
-        return proc.returncode
-    print(exp_table(exp_rows(json.loads(proc.stdout or "[]"))))
-    print("test MAE per model (lower is better; classification: F1_weighted or Acc); "
-          "— : no metrics there. Every column: dvc exp show --md")
-    return 0

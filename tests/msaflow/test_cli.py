@@ -37,16 +37,19 @@ def test_dvc_outputs_match_paths() -> None:
     assert str(paths.checkpoints(model)) in train
     assert str(paths.report(model) / "train") in train
     evaluate = {o.replace("${item}", model) for o in _outs(stages["evaluate"]["do"])}
-    assert evaluate == {
-        str(paths.report(model) / name)
-        for name in ("metrics.json", "predictions.csv", "pred_vs_true.png")
-    }
+    assert evaluate == {str(paths.report(model) / "metrics.json"),
+                        str(paths.report(model) / "predictions.csv")}
     robust = {o.replace("${item}", model) for o in _outs(stages["robustness"]["do"])}
-    assert robust == {str(paths.robustness(model))} | {
-        str(paths.robustness(model).with_name(f"robustness_{kind}.csv"))
-        for kind in ("missing", "noise")
-    }
-    assert _outs(stages["report"]) == {str(paths.summary), str(paths.robustness_figure)}
+    assert robust == {str(paths.robustness(model)), str(paths.clip_conditions(model))}
+    assert _outs(stages["report"]) == {
+        str(paths.summary), str(paths.robustness_figure), str(paths.html_report),
+        str(paths.plots), str(paths.headlines)}
+    assert _outs(stages["code"]) == {str(paths.code)}
+    # the top-level plots: inside the report's folder of plots
+    plots = {next(iter(e)) if isinstance(e, dict) else e
+             for e in yaml.safe_load(text)["plots"]}
+    assert plots == {str(paths.valid_curves), str(paths.pred_vs_true(model).parent),
+                     *(str(paths.robustness_curve(k)) for k in ("missing", "noise"))}
 
 
 def test_every_stage_has_a_cli_command() -> None:
@@ -64,3 +67,13 @@ def test_cli_check_reports_bad_params(tmp_path: Path, capsys) -> None:
     bad.write_text((ROOT / "params.yaml").read_text().replace("batch_size: 16", "batch_size: x"))
     assert main(["--params", str(bad), "check"]) == 2
     assert "train.batch_size" in capsys.readouterr().err
+
+
+def test_exp_show_and_apply_explain_themselves(capfd) -> None:
+    assert main(["exp", "show", "--help"]) == 0  # was a JSONDecodeError traceback
+    out = capfd.readouterr().out
+    assert out.startswith("usage: msaflow exp show") and "dvc experiments show" in out
+    assert main(["exp", "apply"]) == 2
+    assert "usage: msaflow exp apply NAME" in capfd.readouterr().err
+    assert main(["exp", "apply", "--help"]) == 0
+    assert "Bring experiment NAME's results into the workspace" in capfd.readouterr().out

@@ -8,7 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from runtime.dvc import exp_rows, exp_run_args, exp_table, lock_uncommitted
+from runtime.dvc import exp_run_args, lock_uncommitted
+from runtime.experiments import (
+    exp_rows,
+    exp_table,
+    experiments,
+    find,
+    hint,
+    holding,
+    set_in_place,
+    show_args,
+)
 
 
 def test_an_experiment_runs_in_a_temporary_copy_unless_told_otherwise() -> None:
@@ -61,22 +71,101 @@ def _rev(name: str, params: dict, metrics: dict, rev: str = "0123456789") -> dic
 
 def test_exp_show_table_names_the_changed_params_and_each_models_metric() -> None:
     demo = {"dataset": {"name": "demo"}, "train": {"lr": 0.001}}
-    demo_metrics = {"reports/demo/late_fusion/metrics.json": {"test": {"MAE": 0.6421}},
-                    "reports/demo/fasca_net/metrics.json": {"test": {"MAE": 0.5721}},
-                    "reports/demo/late_fusion/robustness.json": {"summary": {}}}
+    demo_metrics = {"reports/headline_demo/late_fusion.json": {"test": {"MAE": 0.6421}},
+                    "reports/headline_demo/fasca_net.json": {"test": {"MAE": 0.5721}}}
     workspace = _rev("workspace", demo, demo_metrics, rev="workspace")
     workspace["name"] = None
     head = _rev("main", demo, {})
     head["experiments"] = [{"name": "meld", "revs": [_rev(
         "meld-run", {"dataset": {"name": "meld"}, "train": {"lr": 0.001}},
-        {"reports/meld/late_fusion/metrics.json": {"test": {"F1_weighted": 0.41, "Acc": 0.5}}})]}]
-    rows = exp_rows([workspace, head])
-    assert [r["name"] for r in rows] == ["workspace", "main", "meld-run"]
+        {"reports/headline_meld/late_fusion.json": {"test": {"F1_weighted": 0.41,
+                                                             "Acc": 0.5}}})]}]
+    # an experiment of an earlier commit: its changes are against that commit's params
+    old = _rev("abc1234", {"dataset": {"name": "demo"}, "train": {"lr": 0.01}}, {},
+               rev="abc1234def")
+    old["name"] = None
+    old["experiments"] = [{"name": "slow", "revs": [_rev(
+        "slow", {"dataset": {"name": "demo"}, "train": {"lr": 0.002}},
+        {"reports/headline_demo/late_fusion.json": {"test": {"MAE": 0.7}}})]}]
+    rows = exp_rows([workspace, head, old])
+    assert [r["name"] for r in rows] == ["workspace", "main", "meld-run", "abc1234", "slow"]
     table = exp_table(rows).splitlines()
     assert table[0] == "| experiment | changed params | late_fusion | fasca_net |"
     assert table[2] == "| workspace |  | 0.642 | 0.572 |"
     assert table[3] == "| main |  | — | — |"  # no committed metrics there
-    assert table[4] == "| meld-run | dataset.name=meld | F1_weighted 0.410 | — |"
+    assert table[4] == "| └ meld-run | dataset.name=meld | F1_weighted 0.410 | — |"
+    assert table[5] == "| abc1234 | train.lr=0.01 | — | — |"
+    assert table[6] == "| └ slow | train.lr=0.002 | 0.700 | — |"
+
+
+PARAMS = """# the project's knobs
+dataset:
+  name: demo                  # names the folders
+  label_range: [-3.0, 3.0]    # [low, high]
+train:
+  models: [late_fusion, fasca_net]
+  lr: 0.001                   # learning rate
+  seeds:
+  - 0
+"""
+
+
+def test_params_are_set_in_place_with_their_comments_and_layout() -> None:
+    text = set_in_place(PARAMS, {"dataset.name": "meld", "train.models": ["late_fusion"],
+                                 "train.seeds": [0, 1], "train.extra.depth": 2}, [])
+    assert text == PARAMS.replace("name: demo  ", "name: meld  ").replace(
+        "models: [late_fusion, fasca_net]", "models: [late_fusion]").replace(
+        "  - 0\n", "  - 0\n  - 1\n") + "  extra:\n    depth: 2\n"
+    assert set_in_place(PARAMS, {}, ["train.lr"]) == PARAMS.replace(
+        "  lr: 0.001                   # learning rate\n", "")
+
+
+def _commit(repo: Path, files: dict[str, str], message: str) -> str:
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", message)
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+LOCK = """schema: '2.0'
+stages:
+  train@late_fusion:
+    cmd: msaflow train late_fusion
+    outs:
+    - path: data/checkpoints/{ds}/late_fusion
+      hash: md5
+"""
+
+
+def test_an_artifact_only_an_experiment_made_is_found_with_the_command_to_bring_it_in(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Experiments are git commits under refs/exps/<baseline>/<name> (as `dvc exp run`
+    records them): the one whose dvc.lock has the path is named, with `msaflow exp apply`."""
+    monkeypatch.chdir(tmp_path)
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "config", "user.name", "t")
+    _git(tmp_path, "config", "user.email", "t@t")
+    base = _commit(tmp_path, {"dvc.lock": LOCK.format(ds="demo")}, "baseline")
+    exp = _commit(tmp_path, {"dvc.lock": LOCK.format(ds="myvids")}, "experiment")
+    _git(tmp_path, "update-ref", f"refs/exps/{base[:2]}/{base[2:]}/myvids", exp)
+    _git(tmp_path, "reset", "-q", "--hard", base)
+    assert [(e.name, e.sha, e.baseline) for e in experiments()] == [("myvids", exp, base)]
+    assert find("myvids").sha == exp and find(exp[:8]).name == "myvids"
+    assert holding("data/checkpoints/myvids/late_fusion") == ["myvids"]
+    assert holding("data/checkpoints/myvids/late_fusion/seed0.ckpt") == ["myvids"]
+    assert holding("data/checkpoints/demo/late_fusion") == []  # the baseline's, not an exp's
+    assert hint("data/checkpoints/myvids/late_fusion") == (
+        "experiment 'myvids' made it: bring it into the workspace with "
+        "`msaflow exp apply myvids`")
+    assert hint("data/checkpoints/other/late_fusion") == ""
+    # `msaflow exp show` asks DVC for HEAD's experiments and each other baseline's
+    assert show_args([]) == []  # HEAD's own experiments: DVC's default
+    _commit(tmp_path, {"README": "x"}, "later")
+    assert show_args([]) == ["--rev", "HEAD", "--rev", base]
+    assert show_args(["-A"]) == ["-A"]
 
 
 @pytest.mark.parametrize("shown", [[], [{"rev": "workspace", "name": None, "data": None,

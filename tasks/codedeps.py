@@ -118,7 +118,8 @@ def write_code(paths: Paths, works: dict[str, str]) -> dict[str, Any]:
     """``data/code/<stage>.json`` for every stage of ``works``."""
     from tasks.io import atomic_dir
 
-    code = stage_code(paths.base.resolve(), works)
+    # the modules this process runs (an editable install: the repository the stage runs in)
+    code = stage_code(Path(__file__).resolve().parents[1], works)
     with atomic_dir(paths.code) as tmp:
         for stage, files in code.items():
             (tmp / f"{stage}.json").write_text(json.dumps(files, indent=1) + "\n",

@@ -19,6 +19,7 @@ from config.paths import Paths
 from config.schema import PredictParams
 from tasks import extract
 from tasks.cache import build_cache
+from tasks.demo import DEMO_WARNING
 from tasks.formats.dataset import H5Dataset, collate
 from tasks.metrics import polarity
 from tasks.params import load_params
@@ -243,7 +244,7 @@ def test_aligned_without_transcript_says_what_the_model_saw(setting, tmp_path: P
                          out=tmp_path / "p.json", asr="none")
     entry = doc["predictions"][0]
     assert entry["seeds"] == [1] and np.isfinite(entry["score"])
-    assert entry["notes"][:1] == [NO_TRANSCRIPT]
+    assert entry["notes"][:2] == [DEMO_WARNING, NO_TRANSCRIPT]  # a demo-trained checkpoint
     assert predict_mod.ALIGNED_NO_WORDS in entry["notes"]
     assert entry["absent"] == ["text", "audio", "vision"]
 

@@ -22,7 +22,8 @@ table { border-collapse: collapse; margin: 8px 0 16px; font-size: 0.9em; }
 th, td { border: 1px solid #ddd; padding: 4px 8px; vertical-align: top; }
 th { background: #f4f4f6; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-td.text { max-width: 360px; }
+span.text { display: inline-block; min-width: 14em; max-width: 360px; }
+.scroll { overflow-x: auto; }
 .warning { background: #fff4e5; border-left: 4px solid #f0a020; padding: 6px 12px;
            margin: 8px 0; }
 .muted { color: #666; font-size: 0.9em; }
@@ -72,7 +73,9 @@ def _table(header: list[str], rows: list[list[str]], numeric_from: int = 1) -> s
             f'<td class="{"num" if i >= numeric_from else ""}">{c}</td>'
             for i, c in enumerate(row))
         body.append(f"<tr>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    # wide tables (every model's prediction) scroll inside the page instead of widening it
+    return (f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
 def _fmt(v: Any) -> str:

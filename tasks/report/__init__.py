@@ -47,8 +47,6 @@ def notes(params: Params, counts: dict[str, int]) -> list[str]:
 def write_report(params: Params, paths: Paths) -> dict[str, Any]:
     """The `report` stage: the summary (printed and written), the figure, the plots' data and
     the HTML report."""
-    import pandas as pd
-
     from tasks.report import analysis, figures, html, plots, tables
 
     manifest = _manifest(paths)
@@ -57,20 +55,21 @@ def write_report(params: Params, paths: Paths) -> dict[str, Any]:
     warnings = notes(params, counts)
     for note in warnings:
         print(f"warning: {note}")
-    summary_markdown(params, paths, warnings)
+    # every metrics, robustness and predictions file read once, for every view below
+    found, absent = tables.evaluated(params, paths)
+    robust_md, robust = robustness_table(params, paths)
+    predictions = analysis.read_predictions(paths, list(params.train.models))
+    tables.write_summary(params, paths, found, absent, robust_md, warnings)
 
     metric = HEADLINE[kind(params.dataset.task, tuple(params.dataset.label_range))][0]
     curves = plots.write_plot_data(params, paths, metric)
-    classes = analysis.class_names(paths, list(params.train.models))
-    found, _ = tables.evaluated(params, paths)
+    classes = analysis.class_names(predictions)
     cols = tables.columns(params)
-    _, robust = robustness_table(params, paths)
     tables.write_headlines(params, paths, found, robust)
     for model, evaluated in found.items():
-        predictions = paths.report(model) / "predictions.csv"
-        if predictions.is_file():
-            figures.pred_vs_true(pd.read_csv(predictions, dtype={"clip_id": str}), evaluated,
-                                 model, evaluated.get("seeds", 1), paths.pred_vs_true(model))
+        if model in predictions:
+            figures.pred_vs_true(predictions[model], evaluated, model,
+                                 evaluated.get("seeds", 1), paths.pred_vs_true(model))
     pictures: dict[str, bytes | None] = {
         "robustness": figures.read_png(paths.robustness_figure),
         "valid": figures.valid_curves(curves, metric),
@@ -91,7 +90,7 @@ def write_report(params: Params, paths: Paths) -> dict[str, Any]:
                          f" / noise levels {list(params.robustness.levels)}; effective: the "
                          f"drop from clean minus {params.robustness.reference}'s (> 0 degrades "
                          "less)."),
-        errors=analysis.model_errors(paths, list(params.train.models), manifest),
+        errors=analysis.model_errors(paths, predictions, manifest),
         classes=classes, pictures=pictures, valid_metric=metric)
     write_text_atomic(paths.html_report, html.render(page))
     print(f"HTML report: {paths.html_report} (open it in a browser; it needs no network)")

@@ -83,24 +83,30 @@ def _absent(conditions: Any | None, clip: str, truth: int | float, clean: float,
     return out
 
 
-def model_errors(paths: Paths, models: list[str], manifest: Any,
-                 worst: int = WORST) -> list[ModelErrors]:
-    """Each model's worst test clips (models whose predictions exist)."""
+def read_predictions(paths: Paths, models: list[str]) -> dict[str, Any]:
+    """Each model's ``predictions.csv`` (the models evaluate has scored), read once for the
+    figures, the error analysis and the classes."""
     import pandas as pd
 
-    means: dict[str, Any] = {}
-    conditions: dict[str, Any] = {}
-    classes: list[str] = []
-    for model in models:
-        path = paths.report(model) / "predictions.csv"
-        if not path.is_file():
-            continue
-        frame = pd.read_csv(path, dtype={"clip_id": str})
-        classes = _classes(frame) or classes
-        means[model] = mean_predictions(frame)
-        cond = paths.clip_conditions(model)
-        if cond.is_file():
-            conditions[model] = pd.read_csv(cond, dtype={"clip_id": str})
+    return {m: pd.read_csv(path, dtype={"clip_id": str}) for m in models
+            if (path := paths.report(m) / "predictions.csv").is_file()}
+
+
+def class_names(predictions: dict[str, Any]) -> list[str]:
+    """The classes of a classification run (the predictions' ``prob_`` columns)."""
+    return next((names for frame in predictions.values() if (names := _classes(frame))), [])
+
+
+def model_errors(paths: Paths, predictions: dict[str, Any], manifest: Any,
+                 worst: int = WORST) -> list[ModelErrors]:
+    """Each model's worst test clips (``predictions``: :func:`read_predictions`), how far
+    each absent modality moves them (its ``clip_conditions.csv``, where robustness ran)."""
+    import pandas as pd
+
+    classes = class_names(predictions)
+    means = {model: mean_predictions(frame) for model, frame in predictions.items()}
+    conditions = {model: pd.read_csv(cond, dtype={"clip_id": str}) for model in predictions
+                  if (cond := paths.clip_conditions(model)).is_file()}
     texts = dict(zip(manifest["clip_id"].astype(str), manifest["text"].fillna(""),
                      strict=True)) if manifest is not None else {}
 
@@ -138,13 +144,3 @@ def model_errors(paths: Paths, models: list[str], manifest: Any,
         found.append(ModelErrors(model, cases, confusion))
     return found
 
-
-def class_names(paths: Paths, models: list[str]) -> list[str]:
-    """The classes of a classification run (from the predictions' ``prob_`` columns)."""
-    for model in models:
-        path = paths.report(model) / "predictions.csv"
-        if path.is_file():
-            with path.open(encoding="utf-8") as fh:
-                header = fh.readline().strip().split(",")
-            return [c.removeprefix("prob_") for c in header if c.startswith("prob_")]
-    return []

@@ -74,13 +74,20 @@ def columns(params: Params) -> list[tuple[str, str, str]]:
     return SUMMARY_COLUMNS[metrics_kind(params.dataset.task, tuple(params.dataset.label_range))]
 
 def summary_markdown(params: Params, paths: Paths, notes: list[str] | None = None) -> str:
-    """Markdown table (mean ± std over seeds) of every evaluated model, ``notes`` (warnings
-    about the data, e.g. a split too small to mean much), then the robustness table of every
-    model the robustness stage scored; written, printed and returned. Draws
-    ``reports/robustness_<ds>.png`` (every model's curves) when there is one."""
+    """:func:`write_summary` of the metrics and robustness files as they are."""
+    found, absent = evaluated(params, paths)
+    return write_summary(params, paths, found, absent, robustness_table(params, paths)[0],
+                         notes)
+
+
+def write_summary(params: Params, paths: Paths, found: dict[str, dict[str, Any]],
+                  absent: list[str], robust: str, notes: list[str] | None = None) -> str:
+    """Markdown table (mean ± std over seeds) of every evaluated model (``found``: its
+    ``metrics.json``), ``notes`` (warnings about the data, e.g. a split too small to mean
+    much), then ``robust`` (:func:`robustness_table`); written, printed and returned. Draws
+    ``reports/robustness_<ds>.png`` (every model's curves) when there is a robustness table."""
     from tasks.report.figures import plot_curves
 
-    found, absent = evaluated(params, paths)
     cols = columns(params)
     seeds = {m.get("seeds") for m in found.values()}
     over = "one seed" if seeds == {1} else "mean ± std over seeds"
@@ -100,7 +107,6 @@ def summary_markdown(params: Params, paths: Paths, notes: list[str] | None = Non
     if notes:
         lines += ["", *(f"**Warning:** {note}" for note in notes)]
     table = "\n".join(lines) + "\n"
-    robust, _ = robustness_table(params, paths)
     if robust:
         table += "\n" + robust
         plot_curves(params, paths, paths.robustness_figure)

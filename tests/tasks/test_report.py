@@ -52,7 +52,8 @@ def test_error_analysis_ranks_clips_and_says_what_each_modality_moves(tmp_path: 
     _write(paths, "m1", preds, conds)
     manifest = pd.DataFrame({"clip_id": ["a", "b", "c", "v"],
                              "text": ["fine", "bad", "<b>loved</b> it", ""]})
-    (errors,) = analysis.model_errors(paths, ["m1", "absent_model"], manifest, worst=2)
+    (errors,) = analysis.model_errors(
+        paths, analysis.read_predictions(paths, ["m1", "absent_model"]), manifest, worst=2)
     assert [c.clip_id for c in errors.cases] == ["c", "a"]  # largest error first; test only
     worst = errors.cases[0]
     assert worst.error == 2.0 and worst.truth == "+0.50" and worst.prediction == "-1.50"
@@ -81,10 +82,11 @@ def test_classification_errors_use_the_true_class_and_give_a_confusion_matrix(
         "split": ["test"] * 2, "clip_id": ["b", "b"], "condition": ["clean", "absent:audio"],
         "prediction": ["neg", "pos"], "prob_neg": [0.7, 0.4], "prob_pos": [0.3, 0.6]})
     _write(paths, "m", preds, conds)
-    (errors,) = analysis.model_errors(paths, ["m"], None, worst=3)
+    predictions = analysis.read_predictions(paths, ["m"])
+    (errors,) = analysis.model_errors(paths, predictions, None, worst=3)
     assert [c.clip_id for c in errors.cases] == ["b", "c", "a"]
     first = errors.cases[0]
     assert (first.truth, first.prediction) == ("pos", "neg (0.30)")
     assert first.absent["audio"][0] == "pos (0.60)" and round(first.absent["audio"][1], 6) == 0.3
     assert errors.confusion == [[1, 0], [1, 1]]  # rows true, columns predicted
-    assert analysis.class_names(paths, ["m"]) == ["neg", "pos"]
+    assert analysis.class_names(predictions) == ["neg", "pos"]

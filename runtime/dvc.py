@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from runtime import server, vega
+from runtime.experiments import git
 
 
 def git_identity_missing() -> list[str]:
@@ -35,10 +36,6 @@ EXP_PLACES = ("--temp", "--queue", "--run-all")
 WORKSPACE = "--workspace"  # msaflow's own: run in the workspace, as plain `dvc exp run`
 
 
-def _git(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], capture_output=True, text=True, check=False)
-
-
 def lock_uncommitted(lock: str = "dvc.lock") -> bool:
     """Whether ``lock`` names results that no git commit holds (changed or never committed).
 
@@ -47,10 +44,10 @@ def lock_uncommitted(lock: str = "dvc.lock") -> bool:
     only record of which cached artifacts are this machine's results."""
     if not os.path.exists(lock) or shutil.which("git") is None:
         return False
-    committed = _git("rev-parse", "--verify", "-q", f"HEAD:{lock}").stdout.strip()
+    committed = git("rev-parse", "--verify", "-q", f"HEAD:{lock}").stdout.strip()
     if not committed:
         return True
-    return _git("hash-object", lock).stdout.strip() != committed
+    return git("hash-object", lock).stdout.strip() != committed
 
 
 def exp_run_args(dvc_args: list[str]) -> tuple[list[str], list[str]]:

@@ -40,7 +40,9 @@ class Experiment:
     baseline: str
 
 
-def _git(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+def git(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    """``git ARGS`` in the working directory, its output captured (``check``: a failure
+    raises, naming the command and git's message)."""
     proc = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
     if check and proc.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)}: {proc.stderr.strip()}")
@@ -51,7 +53,7 @@ def experiments() -> list[Experiment]:
     """Every experiment of the repository, newest first (``refs/exps/<baseline>/<name>``)."""
     if shutil.which("git") is None:
         return []
-    out = _git("for-each-ref", "--sort=-committerdate", "--format=%(refname) %(objectname)",
+    out = git("for-each-ref", "--sort=-committerdate", "--format=%(refname) %(objectname)",
                "refs/exps/").stdout
     found = []
     for line in out.splitlines():
@@ -87,7 +89,7 @@ def holding(path: str | Path) -> list[str]:
     want = Path(path).as_posix().removeprefix("./")
     names = []
     for exp in experiments():
-        outs = _outs(_git("show", f"{exp.sha}:dvc.lock").stdout)
+        outs = _outs(git("show", f"{exp.sha}:dvc.lock").stdout)
         if any(want == o or want.startswith(o.rstrip("/") + "/") for o in outs) \
                 and exp.name not in names:
             names.append(exp.name)
@@ -191,7 +193,7 @@ def show_args(dvc_args: list[str]) -> list[str]:
     each commit an experiment was run from (unless the arguments choose commits)."""
     if any(a.split("=")[0] in SELECTING for a in dvc_args):
         return list(dvc_args)
-    head = _git("rev-parse", "HEAD").stdout.strip()
+    head = git("rev-parse", "HEAD").stdout.strip()
     earlier = [b for b in dict.fromkeys(e.baseline for e in experiments()) if b != head]
     if not earlier:
         return list(dvc_args)  # DVC's default: HEAD's
@@ -284,23 +286,23 @@ def apply(name: str, params_file: str = "params.yaml") -> int:
         print(f"msaflow exp apply: no experiment {name!r} (experiments: "
               f"{', '.join(known) or 'none yet; run one with msaflow exp -n NAME -S ...'})")
         return 2
-    if _git("status", "--porcelain", "--", *RESULTS).stdout.strip():
+    if git("status", "--porcelain", "--", *RESULTS).stdout.strip():
         present = [p for p in RESULTS if os.path.exists(p)]
-        _git("add", "--", *present, check=True)
-        _git("commit", "-q", "-m", f"results before msaflow exp apply {exp.name}", "--",
+        git("add", "--", *present, check=True)
+        git("commit", "-q", "-m", f"results before msaflow exp apply {exp.name}", "--",
              *present, check=True)
-        sha = _git("rev-parse", "--short", "HEAD").stdout.strip()
+        sha = git("rev-parse", "--short", "HEAD").stdout.strip()
         print(f"msaflow exp apply: the workspace's results had no commit; committed them "
               f"first ({sha}), so the way back below returns to them")
-    changed = _git("diff", "--name-status", "--no-renames", exp.baseline, exp.sha, check=True)
+    changed = git("diff", "--name-status", "--no-renames", exp.baseline, exp.sha, check=True)
     params_changes: dict[str, Any] = {}
     removed: list[str] = []
     brought, deleted = [], []
     for line in changed.stdout.splitlines():
         status, _, path = line.partition("\t")
         if path == params_file:
-            before = _leaves(_git("show", f"{exp.baseline}:{path}").stdout)
-            after = _leaves(_git("show", f"{exp.sha}:{path}").stdout)
+            before = _leaves(git("show", f"{exp.baseline}:{path}").stdout)
+            after = _leaves(git("show", f"{exp.sha}:{path}").stdout)
             params_changes = {k: v for k, v in after.items() if before.get(k) != v}
             removed = [k for k in before if k not in after]
         elif status == "D":
@@ -308,10 +310,10 @@ def apply(name: str, params_file: str = "params.yaml") -> int:
         else:
             brought.append(path)
     if brought:
-        _git("checkout", exp.sha, "--", *brought, check=True)
+        git("checkout", exp.sha, "--", *brought, check=True)
         # the working tree only: git's index keeps the last commit, so the way back
         # (`git checkout -- params.yaml dvc.lock reports`) returns to it
-        _git("reset", "-q", "HEAD", "--", *brought, check=True)
+        git("reset", "-q", "HEAD", "--", *brought, check=True)
     for path in deleted:
         if os.path.exists(path):
             os.remove(path)
